@@ -1,0 +1,255 @@
+"""Configuration records: architecture, training and decoding.
+
+`TransformerConfig` holds the architecture only; its presets follow Table 3
+of "Attention Is All You Need" (Vaswani et al., 2017). Training and decoding
+knobs live in their own records so that a trained model's architecture can be
+rebuilt from `config.json` without them.
+"""
+
+import dataclasses
+import json
+import typing
+
+
+class _Record:
+    """JSON round trip, validation helpers and `key=value` overrides."""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls.__name__} field(s): {unknown}. Known fields: {sorted(names)}"
+            )
+        return cls(**values)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes):
+        """Returns a copy with `changes` applied (validated like a new record)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def override(self, assignments):
+        """Applies `["key=value", ...]` strings, converting each to its field's type.
+
+        Unknown keys and values that do not convert raise a `ValueError` that
+        names the key and the value.
+        """
+        fields = {field.name: field for field in dataclasses.fields(self)}
+        types = typing.get_type_hints(type(self))
+        changes = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ValueError(f"Expected key=value, received {assignment!r}")
+            if key not in fields:
+                raise ValueError(
+                    f"Unknown {type(self).__name__} key {key!r} in {assignment!r}. "
+                    f"Known keys: {sorted(fields)}"
+                )
+            changes[key] = _convert(key, text.strip(), types[key])
+        return self.replace(**changes)
+
+    def _check(self, condition, message):
+        if not condition:
+            raise ValueError(f"{type(self).__name__}: {message}")
+
+    def _check_positive(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            self._check(
+                isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                f"{name} must be a positive integer. Received: {name}={value!r}",
+            )
+
+    def _check_fraction(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            self._check(
+                isinstance(value, (int, float)) and 0.0 <= value < 1.0,
+                f"{name} must be in [0, 1). Received: {name}={value!r}",
+            )
+
+
+def _convert(key, text, kind):
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ValueError(
+            f"{key} expects a value of type {kind.__name__}. Received: {key}={text!r}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(_Record):
+    """The architecture (paper §3). Defaults are the paper's base model.
+
+    Args:
+        vocab_size: int. Size of the joint source/target vocabulary.
+        hidden_dim: int. d_model, 512 in the base model.
+        intermediate_dim: int. d_ff, the feed-forward inner size, 2048.
+        num_heads: int. h, must divide `hidden_dim`; 8.
+        num_layers: int. N, layers in the encoder and in the decoder; 6.
+        dropout: float. P_drop on embeddings and sublayer outputs (§5.4); 0.1.
+        attention_dropout: float. Dropout on attention probabilities. Not in
+            the paper, so 0.0.
+        max_length: int. The longest source or target sequence the model
+            accepts, and the size of the decoding cache. The sinusoids
+            themselves have no limit.
+        share_embeddings: bool. One matrix for the source embedding, the
+            target embedding and the pre-softmax projection (§3.4).
+        normalize_first: bool. False is the paper's post-layer-norm residual
+            `LayerNorm(x + Sublayer(x))` (§3.1); True is pre-layer-norm with
+            a final layer norm after each stack.
+        layer_norm_epsilon: float. The paper does not say; 1e-6 as in the
+            authors' tensor2tensor code.
+    """
+
+    vocab_size: int
+    hidden_dim: int = 512
+    intermediate_dim: int = 2048
+    num_heads: int = 8
+    num_layers: int = 6
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    max_length: int = 256
+    share_embeddings: bool = True
+    normalize_first: bool = False
+    layer_norm_epsilon: float = 1e-6
+
+    def __post_init__(self):
+        self._check_positive(
+            "vocab_size", "hidden_dim", "intermediate_dim", "num_heads", "num_layers", "max_length"
+        )
+        self._check_fraction("dropout", "attention_dropout")
+        self._check(
+            self.hidden_dim % self.num_heads == 0,
+            "num_heads must divide hidden_dim. "
+            f"Received: hidden_dim={self.hidden_dim}, num_heads={self.num_heads}",
+        )
+        self._check(
+            self.hidden_dim % 2 == 0,
+            f"hidden_dim must be even for the sinusoids. Received: hidden_dim={self.hidden_dim}",
+        )
+        self._check(
+            isinstance(self.layer_norm_epsilon, float) and self.layer_norm_epsilon > 0,
+            f"layer_norm_epsilon must be a positive float. "
+            f"Received: layer_norm_epsilon={self.layer_norm_epsilon!r}",
+        )
+        for name in ("share_embeddings", "normalize_first"):
+            value = getattr(self, name)
+            self._check(
+                isinstance(value, bool), f"{name} must be a bool. Received: {name}={value!r}"
+            )
+
+    @property
+    def head_dim(self):
+        """d_k = d_v = d_model / h."""
+        return self.hidden_dim // self.num_heads
+
+    @classmethod
+    def tiny(cls, vocab_size, **overrides):
+        """A model for tests and the synthetic tasks (not in the paper)."""
+        values = dict(hidden_dim=32, intermediate_dim=64, num_heads=4, num_layers=2, max_length=64)
+        return cls(vocab_size=vocab_size, **{**values, **overrides})
+
+    @classmethod
+    def small(cls, vocab_size, **overrides):
+        """The base model scaled down for small corpora and a CPU (not in the paper)."""
+        values = dict(hidden_dim=256, intermediate_dim=1024, num_heads=4, num_layers=3)
+        return cls(vocab_size=vocab_size, **{**values, **overrides})
+
+    @classmethod
+    def base(cls, vocab_size, **overrides):
+        """Table 3, row "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1 (65M)."""
+        return cls(vocab_size=vocab_size, **overrides)
+
+    @classmethod
+    def big(cls, vocab_size, **overrides):
+        """Table 3, row "big": N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3 (213M)."""
+        values = dict(hidden_dim=1024, intermediate_dim=4096, num_heads=16, dropout=0.3)
+        return cls(vocab_size=vocab_size, **{**values, **overrides})
+
+    @classmethod
+    def preset(cls, name, vocab_size, **overrides):
+        """The preset called `name` ("tiny", "small", "base" or "big")."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}. Choose one of {list(PRESETS)}")
+        return getattr(cls, name)(vocab_size, **overrides)
+
+
+PRESETS = ("tiny", "small", "base", "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(_Record):
+    """The training recipe (paper §5). Defaults are the paper's.
+
+    Args:
+        label_smoothing: float. eps_ls = 0.1 (§5.4).
+        warmup_steps: int. 4000 (§5.3).
+        learning_rate_scale: float. Multiplies the schedule; 1.0 is the
+            paper's formula.
+        beta_1, beta_2, epsilon: Adam's parameters, 0.9, 0.98 and 1e-9 (§5.3).
+        max_tokens: int. Token budget of a batch, per side; the paper uses
+            about 25,000 on 8 GPUs, far too many for one CPU, so 4096.
+        seed: int. Seeds shuffling, initialization and dropout.
+    """
+
+    label_smoothing: float = 0.1
+    warmup_steps: int = 4000
+    learning_rate_scale: float = 1.0
+    beta_1: float = 0.9
+    beta_2: float = 0.98
+    epsilon: float = 1e-9
+    max_tokens: int = 4096
+    seed: int = 1234
+
+    def __post_init__(self):
+        self._check_positive("warmup_steps", "max_tokens")
+        self._check_fraction("label_smoothing", "beta_1", "beta_2")
+        self._check(
+            self.learning_rate_scale > 0,
+            f"learning_rate_scale must be positive. "
+            f"Received: learning_rate_scale={self.learning_rate_scale!r}",
+        )
+        self._check(
+            self.epsilon > 0, f"epsilon must be positive. Received: epsilon={self.epsilon!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingConfig(_Record):
+    """Decoding (paper §6.1): beam 4, length penalty alpha 0.6, input length + 50."""
+
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    max_extra_length: int = 50
+
+    def __post_init__(self):
+        self._check_positive("beam_size", "max_extra_length")
+        self._check(
+            self.length_penalty >= 0,
+            f"length_penalty must be >= 0. Received: length_penalty={self.length_penalty!r}",
+        )

@@ -1,0 +1,148 @@
+"""One decoder layer (paper §3.1), with caches for step-by-step decoding."""
+
+import keras
+from keras import ops
+
+from keras_transformer.layers.encoder import _TransformerLayer
+from keras_transformer.layers.masks import (
+    causal_mask,
+    decoder_self_attention_mask,
+    key_padding_mask,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class TransformerDecoderLayer(_TransformerLayer):
+    """Masked self-attention, cross-attention over the encoder, then a feed-forward network.
+
+        y = LayerNorm(y + Dropout(MaskedSelfAttention(y)))
+        y = LayerNorm(y + Dropout(CrossAttention(y, encoder_output)))
+        y = LayerNorm(y + Dropout(FeedForward(y)))
+
+    `normalize_first=True` gives pre-LN blocks, as in `TransformerEncoderLayer`.
+
+    Decoding one token at a time passes two caches: the `(B, 2, T_max, h, d)`
+    self-attention keys/values, updated at `self_attention_cache_update_index`
+    and returned, and the `(B, 2, S, h, d)` cross-attention keys/values of the
+    encoder output, computed once by `compute_cross_attention_cache()`.
+
+    **Masking**: self-attention is causal (§3.2.3): position i sees positions
+    <= i. Without a cache, `decoder_padding_mask` `(B, T)` also hides padded
+    target keys; with a cache, keys past the current step are hidden.
+    `encoder_padding_mask` `(B, S)` hides padded source keys from
+    cross-attention.
+
+    Args:
+        hidden_dim, intermediate_dim, num_heads, dropout, attention_dropout,
+        normalize_first, layer_norm_epsilon, activation, kernel_initializer:
+            as in `TransformerEncoderLayer`.
+
+    Call arguments:
+        decoder_sequence: `(B, T, D)`.
+        encoder_sequence: `(B, S, D)` encoder output. Unused with a
+            cross-attention cache.
+        decoder_padding_mask: optional bool `(B, T)`.
+        encoder_padding_mask: optional bool `(B, S)`.
+        self_attention_cache: optional `(B, 2, T_max, h, d)`.
+        self_attention_cache_update_index: int scalar, the position of
+            `decoder_sequence[:, 0]`; required with `self_attention_cache`.
+        cross_attention_cache: optional `(B, 2, S, h, d)`.
+        return_attention_scores: bool. Also return a dict of `(B, h, T, .)`
+            probabilities, keys "self_attention" and "cross_attention".
+        training: bool.
+
+    Returns:
+        `(B, T, D)`; with a self-attention cache `(outputs, cache)`; the
+        scores dict is appended when requested.
+
+    Example:
+        >>> layer = TransformerDecoderLayer(hidden_dim=8, intermediate_dim=16, num_heads=2)
+        >>> layer(keras.ops.ones((2, 4, 8)), keras.ops.ones((2, 5, 8))).shape
+        (2, 4, 8)
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017, §3.1, §3.2.3, §5.4.
+    """
+
+    def build(self, decoder_sequence_shape=None, encoder_sequence_shape=None):
+        self.self_attention = self._attention("self_attention")
+        self.self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
+        self.self_attention_dropout = self._dropout("self_attention_dropout")
+        self.cross_attention = self._attention("cross_attention")
+        self.cross_attention_layer_norm = self._layer_norm("cross_attention_layer_norm")
+        self.cross_attention_dropout = self._dropout("cross_attention_dropout")
+        self.feedforward = self._feedforward()
+        self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
+        self.feedforward_dropout = self._dropout("feedforward_dropout")
+        self.built = True
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """`(B, S, D)` encoder output -> `(B, 2, S, h, d)` keys and values."""
+        return self.cross_attention.compute_cache(encoder_sequence)
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_padding_mask=None,
+        encoder_padding_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        length = ops.shape(decoder_sequence)[1]
+        if self_attention_cache is not None:
+            if self_attention_cache_update_index is None:
+                raise ValueError(
+                    "self_attention_cache_update_index is required with self_attention_cache"
+                )
+            self_mask = causal_mask(
+                length, ops.shape(self_attention_cache)[2], self_attention_cache_update_index
+            )
+        elif decoder_padding_mask is not None:
+            self_mask = decoder_self_attention_mask(decoder_padding_mask)
+        else:
+            self_mask = causal_mask(length, length)
+        cross_mask = None
+        if encoder_padding_mask is not None:
+            cross_mask = key_padding_mask(encoder_padding_mask)
+
+        y, self_extras = self._residual(
+            decoder_sequence,
+            lambda y: self.self_attention(
+                y,
+                y,
+                attention_mask=self_mask,
+                cache=self_attention_cache,
+                cache_update_index=self_attention_cache_update_index,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            ),
+            "self_attention",
+            training,
+        )
+        y, cross_extras = self._residual(
+            y,
+            lambda y: self.cross_attention(
+                y,
+                encoder_sequence,
+                attention_mask=cross_mask,
+                cache=cross_attention_cache,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            ),
+            "cross_attention",
+            training,
+        )
+        y, _ = self._residual(y, self.feedforward, "feedforward", training)
+
+        results = (y,)
+        if self_attention_cache is not None:
+            results += (self_extras[0],)
+        if return_attention_scores:
+            results += (
+                {"self_attention": self_extras[-1], "cross_attention": cross_extras[-1]},
+            )
+        return results[0] if len(results) == 1 else results

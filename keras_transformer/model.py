@@ -1,0 +1,273 @@
+"""The encoder-decoder model (paper §3, Figure 1) as one functional `keras.Model`.
+
+`build_transformer(config)` returns a `Transformer`: a functional model from
+`{"encoder_token_ids", "decoder_token_ids"}` to logits, trainable with
+`model.fit`. Its `encode()`, `initialize_cache()` and `decode_step()` call
+the very same layers for cached decoding, one token at a time.
+"""
+
+import keras
+from keras import ops
+
+from keras_transformer.config import TransformerConfig
+from keras_transformer.layers import (
+    SinusoidalPositionEncoding,
+    TokenEmbedding,
+    TransformerDecoderLayer,
+    TransformerEncoderLayer,
+    padding_mask,
+)
+
+ENCODER_INPUT = "encoder_token_ids"
+DECODER_INPUT = "decoder_token_ids"
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class Transformer(keras.Model):
+    """The Transformer of paper §3 as a functional Keras model.
+
+    Inputs are a dict of int32 `(B, S)` `encoder_token_ids` and `(B, T)`
+    `decoder_token_ids` (the target shifted right, starting with BOS); the
+    output is `(B, T, V)` float32 logits for the next target token. Padding
+    masks are derived inside from `PAD_ID`.
+
+    Args:
+        config: `TransformerConfig` or its dict.
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017, §3.
+    """
+
+    def __setattr__(self, name, value):
+        # PyTorch backend: a Keras layer is a torch `Module`, which cannot be an
+        # attribute before `Module.__init__`, and that runs only once the
+        # functional graph below exists. The graph tracks every layer anyway.
+        if keras.backend.backend() == "torch" and not hasattr(self, "_tracker"):
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
+    def __init__(self, config, **kwargs):
+        if isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(
+                f"config must be a TransformerConfig or dict. Received: {type(config).__name__}"
+            )
+        dtype = kwargs.pop("dtype", None)
+
+        # === Layers ===
+        # §3.4: one matrix for source, target and the pre-softmax projection.
+        embedding_args = dict(vocab_size=config.vocab_size, hidden_dim=config.hidden_dim)
+        if config.share_embeddings:
+            self.token_embedding = TokenEmbedding(
+                **embedding_args, dtype=dtype, name="token_embedding"
+            )
+        else:
+            self.encoder_token_embedding = TokenEmbedding(
+                **embedding_args, dtype=dtype, name="encoder_token_embedding"
+            )
+            self.decoder_token_embedding = TokenEmbedding(
+                **embedding_args, dtype=dtype, name="decoder_token_embedding"
+            )
+            self.output_projection = keras.layers.Dense(
+                config.vocab_size, use_bias=False, dtype=dtype, name="output_projection"
+            )
+        self.position_encoding = SinusoidalPositionEncoding(dtype=dtype, name="position_encoding")
+        self.encoder_embedding_dropout = keras.layers.Dropout(
+            config.dropout, dtype=dtype, name="encoder_embedding_dropout"
+        )
+        self.decoder_embedding_dropout = keras.layers.Dropout(
+            config.dropout, dtype=dtype, name="decoder_embedding_dropout"
+        )
+        layer_args = dict(
+            hidden_dim=config.hidden_dim,
+            intermediate_dim=config.intermediate_dim,
+            num_heads=config.num_heads,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            normalize_first=config.normalize_first,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            dtype=dtype,
+        )
+        self.encoder_layers = [
+            TransformerEncoderLayer(**layer_args, name=f"encoder_layer_{i}")
+            for i in range(config.num_layers)
+        ]
+        self.decoder_layers = [
+            TransformerDecoderLayer(**layer_args, name=f"decoder_layer_{i}")
+            for i in range(config.num_layers)
+        ]
+        if config.normalize_first:
+            # Pre-LN leaves the residual stream unnormalized: close each stack.
+            norm_args = dict(epsilon=config.layer_norm_epsilon, dtype=dtype)
+            self.encoder_output_layer_norm = keras.layers.LayerNormalization(
+                **norm_args, name="encoder_output_layer_norm"
+            )
+            self.decoder_output_layer_norm = keras.layers.LayerNormalization(
+                **norm_args, name="decoder_output_layer_norm"
+            )
+        self.config = config
+
+        # === Functional model ===
+        encoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=ENCODER_INPUT)
+        decoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=DECODER_INPUT)
+        encoder_output, encoder_padding_mask = self.encode(encoder_token_ids)
+        logits = self.decode(decoder_token_ids, encoder_output, encoder_padding_mask)
+        super().__init__(
+            inputs={ENCODER_INPUT: encoder_token_ids, DECODER_INPUT: decoder_token_ids},
+            outputs=logits,
+            dtype=dtype,
+            **kwargs,
+        )
+
+    # --- the pieces, shared by the functional graph and cached decoding ---
+
+    def _embedding(self, side):
+        if self.config.share_embeddings:
+            return self.token_embedding
+        return getattr(self, f"{side}_token_embedding")
+
+    def _embed(self, token_ids, side, start_index=0, training=None):
+        """§3.4-3.5: scaled embeddings plus sinusoids, then dropout (§5.4)."""
+        # (B, T) -> (B, T, D)
+        x = self._embedding(side)(token_ids)
+        x = x + self.position_encoding(x, start_index=start_index)
+        return getattr(self, f"{side}_embedding_dropout")(x, training=training)
+
+    def _logits(self, x):
+        """(B, T, D) -> (B, T, V) float32: the pre-softmax linear transformation."""
+        if self.config.share_embeddings:
+            return self.token_embedding(x, reverse=True)
+        return ops.cast(self.output_projection(x), "float32")
+
+    def encode(self, encoder_token_ids, training=None):
+        """Runs the encoder stack.
+
+        Args:
+            encoder_token_ids: int `(B, S)`.
+
+        Returns:
+            `(encoder_output, encoder_padding_mask)`: `(B, S, D)` and bool `(B, S)`.
+        """
+        encoder_padding_mask = padding_mask(encoder_token_ids)
+        x = self._embed(encoder_token_ids, "encoder", training=training)
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask=encoder_padding_mask, training=training)
+        if self.config.normalize_first:
+            x = self.encoder_output_layer_norm(x)
+        return x, encoder_padding_mask
+
+    def decode(self, decoder_token_ids, encoder_output, encoder_padding_mask, training=None):
+        """Teacher-forced decoder over whole target prefixes: `(B, T)` -> `(B, T, V)` logits."""
+        decoder_padding_mask = padding_mask(decoder_token_ids)
+        y = self._embed(decoder_token_ids, "decoder", training=training)
+        for layer in self.decoder_layers:
+            y = layer(
+                y,
+                encoder_output,
+                decoder_padding_mask=decoder_padding_mask,
+                encoder_padding_mask=encoder_padding_mask,
+                training=training,
+            )
+        if self.config.normalize_first:
+            y = self.decoder_output_layer_norm(y)
+        return self._logits(y)
+
+    def initialize_cache(self, encoder_output, encoder_padding_mask, max_length):
+        """The decoding cache for `max_length` target positions.
+
+        Cross-attention keys and values are computed here, once per sentence.
+
+        Returns:
+            A dict: "self_attention", a list of L zero `(B, 2, T_max, h, d)`
+            buffers; "cross_attention", a list of L `(B, 2, S, h, d)`;
+            "encoder_padding_mask", `(B, S)`. Every entry has the batch first,
+            so a beam search can tile and reorder it with one `take`.
+        """
+        batch_size = ops.shape(encoder_output)[0]
+        config = self.config
+        shape = (batch_size, 2, max_length, config.num_heads, config.head_dim)
+        return {
+            "self_attention": [
+                ops.zeros(shape, dtype=encoder_output.dtype) for _ in self.decoder_layers
+            ],
+            "cross_attention": [
+                layer.compute_cross_attention_cache(encoder_output)
+                for layer in self.decoder_layers
+            ],
+            "encoder_padding_mask": encoder_padding_mask,
+        }
+
+    def decode_step(self, token_ids, cache, index):
+        """One cached decoder step: the step function of greedy and beam search.
+
+        Args:
+            token_ids: int `(B,)` or `(B, 1)`, the target token at position `index`.
+            cache: from `initialize_cache()` or a previous step.
+            index: int scalar, the position of `token_ids`.
+
+        Returns:
+            `(logits, cache)`: float32 `(B, V)` for the token at `index + 1`,
+            and the cache with position `index` written.
+        """
+        if len(token_ids.shape) == 1:
+            # (B,) -> (B, 1)
+            token_ids = token_ids[:, None]
+        y = self._embed(token_ids, "decoder", start_index=index)
+        self_caches = []
+        for layer, self_cache, cross_cache in zip(
+            self.decoder_layers, cache["self_attention"], cache["cross_attention"]
+        ):
+            y, self_cache = layer(
+                y,
+                encoder_padding_mask=cache["encoder_padding_mask"],
+                self_attention_cache=self_cache,
+                self_attention_cache_update_index=index,
+                cross_attention_cache=cross_cache,
+            )
+            self_caches.append(self_cache)
+        if self.config.normalize_first:
+            y = self.decoder_output_layer_norm(y)
+        # (B, 1, V) -> (B, V)
+        logits = self._logits(y)[:, 0, :]
+        return logits, {**cache, "self_attention": self_caches}
+
+    def call(self, inputs, training=None, mask=None):
+        _validate_inputs(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _validate_inputs(inputs):
+    if not isinstance(inputs, dict) or set(inputs) != {ENCODER_INPUT, DECODER_INPUT}:
+        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(
+            f"Transformer expects a dict with keys {[ENCODER_INPUT, DECODER_INPUT]}. "
+            f"Received: {received}"
+        )
+    for name in (ENCODER_INPUT, DECODER_INPUT):
+        tensor = inputs[name]
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        if "int" not in dtype or len(tensor.shape) != 2:
+            raise ValueError(
+                f"{name} must be integer token ids of shape (batch, length). "
+                f"Received: dtype={dtype}, shape={tuple(tensor.shape)}"
+            )
+
+
+def build_transformer(config, **kwargs):
+    """Builds the Transformer for `config` (a `TransformerConfig`).
+
+    Example:
+        >>> config = TransformerConfig.tiny(vocab_size=100)
+        >>> model = build_transformer(config)
+        >>> sorted(model.input)
+        ['decoder_token_ids', 'encoder_token_ids']
+    """
+    return Transformer(config, **kwargs)

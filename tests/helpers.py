@@ -1,0 +1,37 @@
+"""Helpers shared by the tests."""
+
+import os
+import subprocess
+import sys
+
+import keras
+
+import keras_transformer as kt
+
+
+def random_ids(rng, batch, length, vocab_size, pad_tail=0):
+    """Token ids avoiding the special ids, with `pad_tail` trailing PAD_IDs in each row."""
+    ids = rng.integers(kt.EOS_ID + 1, vocab_size, size=(batch, length)).astype("int32")
+    if pad_tail:
+        ids[:, -pad_tail:] = kt.PAD_ID
+    return ids
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def other_backend():
+    """The next backend in the cycle tensorflow -> jax -> torch -> tensorflow."""
+    backends = ("tensorflow", "jax", "torch")
+    return backends[(backends.index(keras.backend.backend()) + 1) % len(backends)]
+
+
+def run_python(code, backend, timeout=300):
+    """Runs `code` in a fresh interpreter under `backend`; fails the test with its stderr."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{backend} subprocess failed:\n{result.stderr[-4000:]}"
+    return result.stdout

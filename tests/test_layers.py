@@ -1,0 +1,177 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+from helpers import random_ids, to_numpy
+from keras import ops
+
+import keras_transformer as kt
+from keras_transformer import layers
+
+
+def test_sinusoids_equal_the_paper_formula():
+    length, dim = 60, 16
+    encoding = to_numpy(layers.SinusoidalPositionEncoding()(np.zeros((1, length, dim), "float32")))
+    expected = np.zeros((length, dim))
+    for pos in range(length):
+        for i in range(dim // 2):
+            angle = pos / 10000 ** (2 * i / dim)
+            expected[pos, 2 * i] = math.sin(angle)
+            expected[pos, 2 * i + 1] = math.cos(angle)
+    np.testing.assert_allclose(encoding[0], expected, atol=2e-5)
+
+
+def test_positions_piecewise_equal_positions_whole():
+    encode = layers.SinusoidalPositionEncoding()
+    whole = to_numpy(encode(np.zeros((2, 10, 8), "float32")))
+    for start in (0, 3, 9):
+        piece = to_numpy(encode(np.zeros((2, 1, 8), "float32"), start_index=start))
+        np.testing.assert_allclose(piece[:, 0], whole[:, start], atol=1e-6)
+
+
+def test_token_embedding_scales_and_ties():
+    embedding = layers.TokenEmbedding(vocab_size=11, hidden_dim=4)
+    ids = np.array([[1, 5, 10]], "int32")
+    out = to_numpy(embedding(ids))
+    matrix = to_numpy(embedding.embeddings)
+    np.testing.assert_allclose(out, matrix[ids] * 2.0, rtol=1e-6)
+    hidden = np.random.default_rng(0).normal(size=(1, 3, 4)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(embedding(hidden, reverse=True)), hidden @ matrix.T, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(TypeError, match="integer token ids.*float32"):
+        embedding(ids.astype("float32"))
+
+
+def test_masks_equal_hand_built_masks():
+    ids = np.array([[5, 6, 0, 0], [5, 6, 7, 8]], "int32")
+    np.testing.assert_array_equal(to_numpy(layers.padding_mask(ids)), ids != kt.PAD_ID)
+    causal = np.tril(np.ones((4, 4), bool))
+    np.testing.assert_array_equal(to_numpy(layers.causal_mask(4, 4))[0], causal)
+    np.testing.assert_array_equal(
+        to_numpy(layers.causal_mask(1, 6, start_index=2))[0], [[1, 1, 1, 0, 0, 0]]
+    )
+    expected = causal[None] & (ids != kt.PAD_ID)[:, None, :]
+    combined = to_numpy(layers.decoder_self_attention_mask(layers.padding_mask(ids)))
+    np.testing.assert_array_equal(combined, expected)
+
+
+def numpy_attention(layer, query, value, mask):
+    """Multi-head attention written out in NumPy from the layer's weights."""
+
+    def project(dense, x):
+        return x @ to_numpy(dense.kernel) + to_numpy(dense.bias)
+
+    h, d = layer.num_heads, layer.head_dim
+    q = project(layer.query_dense, query).reshape(*query.shape[:2], h, d)
+    k = project(layer.key_dense, value).reshape(*value.shape[:2], h, d)
+    v = project(layer.value_dense, value).reshape(*value.shape[:2], h, d)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+    logits = np.where(mask[:, None], logits, -np.inf)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out = np.einsum("bhqk,bkhd->bqhd", weights, v).reshape(*query.shape[:2], h * d)
+    return project(layer.output_dense, out), weights
+
+
+def test_attention_equals_numpy_reference_on_both_paths():
+    rng = np.random.default_rng(0)
+    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
+    query = rng.normal(size=(2, 3, 8)).astype("float32")
+    value = rng.normal(size=(2, 5, 8)).astype("float32")
+    mask = np.ones((2, 3, 5), bool)
+    mask[0, :, 3:] = False
+    fused = to_numpy(layer(query, value, attention_mask=mask))
+    explicit, scores = layer(query, value, attention_mask=mask, return_attention_scores=True)
+    expected, expected_scores = numpy_attention(layer, query, value, mask)
+    np.testing.assert_allclose(fused, expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(explicit), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(scores), expected_scores, atol=1e-6)
+
+
+def test_fully_masked_rows_stay_finite():
+    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
+    x = np.ones((1, 3, 8), "float32")
+    out = to_numpy(layer(x, x, attention_mask=np.zeros((1, 3, 3), bool)))
+    assert np.isfinite(out).all()
+
+
+def test_attention_cache_equals_full_attention():
+    rng = np.random.default_rng(1)
+    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
+    x = rng.normal(size=(2, 4, 8)).astype("float32")
+    full = to_numpy(layer(x, x, attention_mask=layers.causal_mask(4, 4)))
+    cache = ops.zeros((2, 2, 4, 2, 4))
+    for t in range(4):
+        step, cache = layer(
+            x[:, t : t + 1],
+            x[:, t : t + 1],
+            attention_mask=layers.causal_mask(1, 4, start_index=t),
+            cache=cache,
+            cache_update_index=t,
+        )
+        np.testing.assert_allclose(to_numpy(step)[:, 0], full[:, t], atol=1e-5)
+    # Cross-attention with keys/values computed once.
+    memory = rng.normal(size=(2, 5, 8)).astype("float32")
+    cross = layer(x, memory, cache=layer.compute_cache(memory))[0]
+    np.testing.assert_allclose(to_numpy(cross), to_numpy(layer(x, memory)), atol=1e-5)
+
+
+LAYER_FACTORIES = {
+    "MultiHeadAttention": lambda: layers.MultiHeadAttention(num_heads=2, hidden_dim=8),
+    "PositionwiseFeedForward": lambda: layers.PositionwiseFeedForward(8, 16),
+    "TransformerEncoderLayer": lambda: layers.TransformerEncoderLayer(
+        hidden_dim=8, intermediate_dim=16, num_heads=2, normalize_first=True
+    ),
+    "TransformerDecoderLayer": lambda: layers.TransformerDecoderLayer(
+        hidden_dim=8, intermediate_dim=16, num_heads=2, dropout=0.2
+    ),
+    "TokenEmbedding": lambda: layers.TokenEmbedding(vocab_size=10, hidden_dim=8),
+    "SinusoidalPositionEncoding": lambda: layers.SinusoidalPositionEncoding(max_wavelength=500.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_FACTORIES))
+def test_layers_are_registered_and_round_trip_their_config(name):
+    layer = LAYER_FACTORIES[name]()
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"keras_transformer>{name}"
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is type(layer)
+    assert restored.get_config() == layer.get_config()
+
+
+def test_encoder_layer_ignores_padded_keys():
+    rng = np.random.default_rng(2)
+    layer = layers.TransformerEncoderLayer(hidden_dim=8, intermediate_dim=16, num_heads=2)
+    x = rng.normal(size=(1, 3, 8)).astype("float32")
+    padded = np.concatenate([x, rng.normal(size=(1, 2, 8)).astype("float32")], axis=1)
+    mask = np.array([[True] * 3 + [False] * 2])
+    np.testing.assert_allclose(
+        to_numpy(layer(padded, padding_mask=mask))[:, :3], to_numpy(layer(x)), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        (lambda: layers.MultiHeadAttention(num_heads=3, hidden_dim=8), "hidden_dim=8, num_heads=3"),
+        (
+            lambda: layers.TransformerEncoderLayer(hidden_dim=8, intermediate_dim=16, num_heads=3),
+            "hidden_dim=8, num_heads=3",
+        ),
+        (
+            lambda: layers.TransformerDecoderLayer(8, 16, 2, dropout=1.0),
+            "dropout=1.0",
+        ),
+    ],
+)
+def test_invalid_layer_arguments_quote_the_values(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory()
+
+
+def test_random_ids_helper_avoids_specials():
+    ids = random_ids(np.random.default_rng(0), 4, 6, 20, pad_tail=2)
+    assert (ids[:, :4] > kt.EOS_ID).all() and (ids[:, 4:] == kt.PAD_ID).all()
