@@ -192,8 +192,7 @@ class Transformer(keras.Model):
                 ops.zeros(shape, dtype=encoder_output.dtype) for _ in self.decoder_layers
             ],
             "cross_attention": [
-                layer.compute_cross_attention_cache(encoder_output)
-                for layer in self.decoder_layers
+                layer.compute_cross_attention_cache(encoder_output) for layer in self.decoder_layers
             ],
             "encoder_padding_mask": encoder_padding_mask,
         }
@@ -216,7 +215,7 @@ class Transformer(keras.Model):
         y = self._embed(token_ids, "decoder", start_index=index)
         self_caches = []
         for layer, self_cache, cross_cache in zip(
-            self.decoder_layers, cache["self_attention"], cache["cross_attention"]
+            self.decoder_layers, cache["self_attention"], cache["cross_attention"], strict=True
         ):
             y, self_cache = layer(
                 y,

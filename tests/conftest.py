@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 
 import keras_transformer as kt  # noqa: E402
 
+
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()} (keras {keras.__version__})"
 
@@ -22,5 +23,3 @@ def seeded():
 @pytest.fixture
 def tiny_config():
     return kt.TransformerConfig.tiny(vocab_size=40, dropout=0.0)
-
-

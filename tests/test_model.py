@@ -128,7 +128,11 @@ def test_equals_torch_nn_transformer(tiny_config, batch, normalize_first):
         return torch.tensor(value.T if transpose else value)
 
     def load_attention(ours_attention, theirs):
-        projections = [ours_attention.query_dense, ours_attention.key_dense, ours_attention.value_dense]
+        projections = [
+            ours_attention.query_dense,
+            ours_attention.key_dense,
+            ours_attention.value_dense,
+        ]
         theirs.in_proj_weight.copy_(torch.cat([tensor(p.kernel, True) for p in projections]))
         theirs.in_proj_bias.copy_(torch.cat([tensor(p.bias) for p in projections]))
         theirs.out_proj.weight.copy_(tensor(ours_attention.output_dense.kernel, True))
@@ -146,12 +150,12 @@ def test_equals_torch_nn_transformer(tiny_config, batch, normalize_first):
         theirs.linear2.bias.copy_(tensor(ffn.output_dense.bias))
 
     with torch.no_grad():
-        for ours_layer, theirs in zip(model.encoder_layers, reference.encoder.layers):
+        for ours_layer, theirs in zip(model.encoder_layers, reference.encoder.layers, strict=True):
             load_attention(ours_layer.self_attention, theirs.self_attn)
             load_feedforward(ours_layer, theirs)
             load_norm(ours_layer.self_attention_layer_norm, theirs.norm1)
             load_norm(ours_layer.feedforward_layer_norm, theirs.norm2)
-        for ours_layer, theirs in zip(model.decoder_layers, reference.decoder.layers):
+        for ours_layer, theirs in zip(model.decoder_layers, reference.decoder.layers, strict=True):
             load_attention(ours_layer.self_attention, theirs.self_attn)
             load_attention(ours_layer.cross_attention, theirs.multihead_attn)
             load_feedforward(ours_layer, theirs)

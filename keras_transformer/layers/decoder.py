@@ -142,7 +142,5 @@ class TransformerDecoderLayer(_TransformerLayer):
         if self_attention_cache is not None:
             results += (self_extras[0],)
         if return_attention_scores:
-            results += (
-                {"self_attention": self_extras[-1], "cross_attention": cross_extras[-1]},
-            )
+            results += ({"self_attention": self_extras[-1], "cross_attention": cross_extras[-1]},)
         return results[0] if len(results) == 1 else results

@@ -1,0 +1,115 @@
+import keras
+import numpy as np
+import pytest
+from helpers import to_numpy
+
+import keras_transformer as kt
+from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+
+
+@pytest.fixture
+def labels_and_logits():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(4, 20, size=(4, 7)).astype("int32")
+    labels[0, 4:] = kt.PAD_ID
+    labels[2, 1:] = kt.PAD_ID
+    logits = rng.normal(size=(4, 7, 20)).astype("float32") * 3
+    return labels, logits
+
+
+def test_loss_without_smoothing_equals_sparse_crossentropy_ignoring_padding(labels_and_logits):
+    labels, logits = labels_and_logits
+    ours = kt.LabelSmoothedCrossEntropy(label_smoothing=0.0)(labels, logits)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=kt.PAD_ID
+    )(labels, logits)
+    np.testing.assert_allclose(to_numpy(ours), to_numpy(keras_loss), rtol=1e-5)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.3])
+def test_smoothed_loss_equals_categorical_crossentropy_on_real_tokens(labels_and_logits, epsilon):
+    labels, logits = labels_and_logits
+    real = labels != kt.PAD_ID
+    one_hot = np.eye(logits.shape[-1], dtype="float32")[labels[real]]
+    keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=epsilon)(
+        one_hot, logits[real]
+    )
+    ours = kt.LabelSmoothedCrossEntropy(label_smoothing=epsilon)(labels, logits)
+    np.testing.assert_allclose(to_numpy(ours), to_numpy(keras_loss), rtol=1e-5)
+
+
+def test_metrics_ignore_padding(labels_and_logits):
+    labels, logits = labels_and_logits
+    real = labels != kt.PAD_ID
+    accuracy = kt.MaskedAccuracy()
+    accuracy.update_state(labels, logits)
+    expected = (logits.argmax(-1) == labels)[real].mean()
+    np.testing.assert_allclose(to_numpy(accuracy.result()), expected, rtol=1e-6)
+    perplexity = kt.Perplexity()
+    perplexity.update_state(labels, logits)
+    loss = kt.LabelSmoothedCrossEntropy(label_smoothing=0.0)(labels, logits)
+    np.testing.assert_allclose(to_numpy(perplexity.result()), np.exp(to_numpy(loss)), rtol=1e-5)
+
+
+def test_schedule_peaks_at_warmup_with_the_closed_form():
+    schedule = kt.TransformerSchedule(hidden_dim=512, warmup_steps=4000)
+    rates = np.array([float(to_numpy(schedule(step))) for step in range(0, 12000, 50)])
+    peak = float(to_numpy(schedule(3999)))  # iteration 3999 is the paper's step 4000
+    np.testing.assert_allclose(peak, (512 * 4000) ** -0.5, rtol=1e-6)
+    np.testing.assert_allclose(rates.max(), peak, rtol=1e-3)
+    np.testing.assert_allclose(float(to_numpy(schedule(9))), 512**-0.5 * 10 * 4000**-1.5, rtol=1e-6)
+    np.testing.assert_allclose(float(to_numpy(schedule(15999))), 512**-0.5 * 16000**-0.5, rtol=1e-6)
+    restored = kt.TransformerSchedule.from_config(schedule.get_config())
+    assert float(to_numpy(restored(123))) == float(to_numpy(schedule(123)))
+    serialized = keras.saving.serialize_keras_object(schedule)
+    assert serialized["registered_name"] == "keras_transformer>TransformerSchedule"
+
+
+def test_optimizer_has_the_papers_adam():
+    optimizer = kt.create_optimizer(512)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.98, 1e-9)
+    np.testing.assert_allclose(
+        float(to_numpy(optimizer.learning_rate)), float(to_numpy(kt.TransformerSchedule(512)(0)))
+    )
+
+
+COPY, REVERSE = 4, 5
+FIRST_SYMBOL, NUM_SYMBOLS = 6, 10
+
+
+def copy_or_reverse(rng, batch_size, max_length=8):
+    """Sources `[task, x1..xn, EOS]`; targets `x1..xn` or `xn..x1`, then EOS."""
+    length = max_length + 2
+    sources = np.zeros((batch_size, length), "int32")
+    decoder_inputs = np.zeros((batch_size, length), "int32")
+    labels = np.zeros((batch_size, length), "int32")
+    for row in range(batch_size):
+        n = rng.integers(3, max_length + 1)
+        symbols = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + NUM_SYMBOLS, size=n)
+        task = rng.choice([COPY, REVERSE])
+        target = symbols if task == COPY else symbols[::-1]
+        sources[row, : n + 2] = [task, *symbols, kt.EOS_ID]
+        labels[row, : n + 1] = [*target, kt.EOS_ID]
+        decoder_inputs[row, : n + 1] = [kt.BOS_ID, *target]
+    return {ENCODER_INPUT: sources, DECODER_INPUT: decoder_inputs}, labels
+
+
+def test_tiny_model_learns_copy_or_reverse_with_fit():
+    config = kt.TransformerConfig.tiny(
+        vocab_size=FIRST_SYMBOL + NUM_SYMBOLS, hidden_dim=64, intermediate_dim=128, dropout=0.0
+    )
+    model = kt.build_transformer(config)
+    # XLA on TensorFlow and JAX; the PyTorch backend runs eagerly (see the README).
+    jit_compile = keras.backend.backend() != "torch"
+    kt.compile_model(
+        model,
+        kt.TrainingConfig(warmup_steps=100, learning_rate_scale=0.25),
+        jit_compile=jit_compile,
+    )
+    rng = np.random.default_rng(0)
+    x, y = copy_or_reverse(rng, 64 * 400)
+    history = model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert history.history["loss"][0] > 0
+    x_test, y_test = copy_or_reverse(np.random.default_rng(1), 512)
+    results = model.evaluate(x_test, y_test, batch_size=128, verbose=0, return_dict=True)
+    assert results["accuracy"] > 0.99, results
