@@ -1,5 +1,7 @@
 """Training: the paper's optimizer (§5.3) and compilation with its loss and metrics."""
 
+import warnings
+
 import keras
 
 from keras_transformer.config import TrainingConfig
@@ -27,15 +29,28 @@ def create_optimizer(hidden_dim, training_config=None):
 def compile_model(model, training_config=None, jit_compile="auto", **kwargs):
     """Compiles `model` with the paper's optimizer, smoothed loss and masked metrics.
 
-    `jit_compile=True` compiles the train step with XLA on TensorFlow and JAX;
-    the PyTorch backend then uses `torch.compile` (see the README).
+    `jit_compile=True` compiles the train step with XLA on TensorFlow and JAX.
+    On PyTorch it falls back to eager execution, see `_supported_jit_compile`.
     """
     training_config = training_config or TrainingConfig()
     model.compile(
         optimizer=create_optimizer(model.config.hidden_dim, training_config),
         loss=LabelSmoothedCrossEntropy(label_smoothing=training_config.label_smoothing),
         metrics=[MaskedAccuracy(), Perplexity()],
-        jit_compile=jit_compile,
+        jit_compile=_supported_jit_compile(jit_compile),
         **kwargs,
     )
     return model
+
+
+def _supported_jit_compile(jit_compile):
+    """PyTorch backend: `torch.compile` (torch 2.13) fails in TorchDynamo's guard
+    evaluation on Keras layers, so the torch backend trains eagerly."""
+    if jit_compile is True and keras.backend.backend() == "torch":
+        warnings.warn(
+            "jit_compile=True is not supported on the torch backend (torch.compile fails "
+            "on Keras layers); training eagerly.",
+            stacklevel=3,
+        )
+        return False
+    return jit_compile

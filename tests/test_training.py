@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -99,13 +101,15 @@ def test_tiny_model_learns_copy_or_reverse_with_fit():
         vocab_size=FIRST_SYMBOL + NUM_SYMBOLS, hidden_dim=64, intermediate_dim=128, dropout=0.0
     )
     model = kt.build_transformer(config)
-    # XLA on TensorFlow and JAX; the PyTorch backend runs eagerly (see the README).
-    jit_compile = keras.backend.backend() != "torch"
-    kt.compile_model(
-        model,
-        kt.TrainingConfig(warmup_steps=100, learning_rate_scale=0.25),
-        jit_compile=jit_compile,
-    )
+    # XLA on TensorFlow and JAX; the PyTorch backend falls back to eager, and says so.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kt.compile_model(
+            model, kt.TrainingConfig(warmup_steps=100, learning_rate_scale=0.25), jit_compile=True
+        )
+    on_torch = keras.backend.backend() == "torch"
+    assert model.jit_compile is not on_torch
+    assert any("torch backend" in str(w.message) for w in caught) is on_torch
     rng = np.random.default_rng(0)
     x, y = copy_or_reverse(rng, 64 * 400)
     history = model.fit(x, y, batch_size=64, epochs=1, verbose=0)
