@@ -1,0 +1,54 @@
+"""Side-by-side measurement: each peer runs in its own subprocess, results come back as JSON."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(script, args, backend=None, timeout=3600):
+    """Runs `script --worker ARGS` under `backend`; returns the JSON it prints last."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    result = subprocess.run(
+        [sys.executable, script, "--worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def report(result):
+    """The worker's last line: one JSON object on stdout."""
+    print(json.dumps(result), flush=True)
+
+
+def print_table(rows, columns):
+    """Prints `rows` (dicts) as an aligned text table with the given `(key, title)` columns."""
+    cells = [[title for _, title in columns]]
+    for row in rows:
+        cells.append([_format(row.get(key)) for key, _ in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for n, line in enumerate(cells):
+        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def _format(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)

@@ -1,0 +1,255 @@
+"""Training throughput: our model against keras-hub's layers and native PyTorch.
+
+Every peer trains on the same synthetic batches in its own subprocess (the Keras
+backend is fixed at import): our `Transformer`; a model of the same size built
+from keras-hub's `TokenAndPositionEmbedding`, `TransformerEncoder` and
+`TransformerDecoder`; and `torch.nn.Transformer` with embeddings and an output
+projection, trained by a plain PyTorch loop. The first `--warmup` steps (XLA
+or tracing) are timed apart as compilation. Prints target tokens per second,
+peak RSS and the ratios ours/peer.
+
+    python benchmarks/train_throughput.py            # default size: V 8000, D 256, 3+3 layers
+    python benchmarks/train_throughput.py --steps 5  # a quick look
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import peak_rss_mib, print_table, report, run_worker  # noqa: E402
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--hidden-dim", type=int, default=256)
+    parser.add_argument("--intermediate-dim", type=int, default=1024)
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--length", type=int, default=32, help="source and target tokens")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--worker", nargs=2, metavar=("PEER", "BACKEND"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def synthetic_batches(args, num_batches):
+    """Random ids (no special tokens), the same for every peer."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shape = (num_batches * args.batch_size, args.length)
+    source = rng.integers(4, args.vocab_size, size=shape).astype("int32")
+    target = rng.integers(4, args.vocab_size, size=(shape[0], args.length + 1)).astype("int32")
+    return source, target[:, :-1], target[:, 1:]
+
+
+def build_ours(args):
+    import keras_transformer as kt
+
+    config = kt.TransformerConfig(
+        vocab_size=args.vocab_size,
+        hidden_dim=args.hidden_dim,
+        intermediate_dim=args.intermediate_dim,
+        num_heads=args.num_heads,
+        num_layers=args.num_layers,
+    )
+    model = kt.build_transformer(config)
+    kt.compile_model(model, jit_compile=True)
+    return model
+
+
+def build_keras_hub(args):
+    import keras
+    import keras_hub
+
+    import keras_transformer as kt
+
+    def embed(name):
+        return keras_hub.layers.TokenAndPositionEmbedding(
+            args.vocab_size, args.length, args.hidden_dim, mask_zero=True, name=name
+        )
+
+    layer_args = dict(intermediate_dim=args.intermediate_dim, num_heads=args.num_heads, dropout=0.1)
+    source = keras.Input((None,), dtype="int32", name="encoder_token_ids")
+    target = keras.Input((None,), dtype="int32", name="decoder_token_ids")
+    x = embed("source_embedding")(source)
+    for _ in range(args.num_layers):
+        x = keras_hub.layers.TransformerEncoder(**layer_args)(x)
+    y = embed("target_embedding")(target)
+    for _ in range(args.num_layers):
+        y = keras_hub.layers.TransformerDecoder(**layer_args)(y, x)
+    logits = keras.layers.Dense(args.vocab_size)(y)
+    model = keras.Model({"encoder_token_ids": source, "decoder_token_ids": target}, logits)
+    model.compile(
+        optimizer=kt.create_optimizer(args.hidden_dim),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+        # torch.compile does not handle these models either; both peers run eagerly there.
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    return model
+
+
+def keras_worker(peer, args):
+    import keras
+
+    model = build_ours(args) if peer == "ours" else build_keras_hub(args)
+    source, decoder_inputs, labels = synthetic_batches(args, args.warmup + args.steps)
+    x = {"encoder_token_ids": source, "decoder_token_ids": decoder_inputs}
+    split = args.warmup * args.batch_size
+
+    def fit(start, stop):
+        part = {name: value[start:stop] for name, value in x.items()}
+        began = time.perf_counter()
+        model.fit(part, labels[start:stop], batch_size=args.batch_size, epochs=1, verbose=0)
+        return time.perf_counter() - began
+
+    compile_seconds = fit(0, split)
+    seconds = fit(split, None)
+    return {
+        "backend": keras.backend.backend(),
+        "parameters": model.count_params(),
+        "compile_s": compile_seconds,
+        "step_ms": 1000 * seconds / args.steps,
+        "tokens_per_s": args.steps * args.batch_size * args.length / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def torch_worker(args):
+    import numpy as np
+    import torch
+
+    class NativeTransformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            D = args.hidden_dim
+            self.source_embedding = torch.nn.Embedding(args.vocab_size, D, padding_idx=0)
+            self.target_embedding = torch.nn.Embedding(args.vocab_size, D, padding_idx=0)
+            self.transformer = torch.nn.Transformer(
+                d_model=D,
+                nhead=args.num_heads,
+                num_encoder_layers=args.num_layers,
+                num_decoder_layers=args.num_layers,
+                dim_feedforward=args.intermediate_dim,
+                dropout=0.1,
+                batch_first=True,
+            )
+            self.projection = torch.nn.Linear(D, args.vocab_size)
+            positions = np.arange(4 * args.length)[:, None] / 10000 ** (np.arange(0, D, 2) / D)
+            table = np.stack([np.sin(positions), np.cos(positions)], -1).reshape(-1, D)
+            self.register_buffer("positions", torch.tensor(table, dtype=torch.float32))
+
+        def embed(self, embedding, ids):
+            scale = math.sqrt(embedding.embedding_dim)
+            return embedding(ids) * scale + self.positions[: ids.shape[1]]
+
+        def forward(self, source, target):
+            causal = torch.nn.Transformer.generate_square_subsequent_mask(target.shape[1])
+            hidden = self.transformer(
+                self.embed(self.source_embedding, source),
+                self.embed(self.target_embedding, target),
+                tgt_mask=causal,
+                src_key_padding_mask=source == 0,
+                tgt_key_padding_mask=target == 0,
+                memory_key_padding_mask=source == 0,
+            )
+            return self.projection(hidden)
+
+    torch.manual_seed(0)
+    model = NativeTransformer()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+    source, decoder_inputs, labels = (
+        torch.tensor(a, dtype=torch.long) for a in synthetic_batches(args, args.warmup + args.steps)
+    )
+
+    def run(first, count):
+        began = time.perf_counter()
+        for step in range(first, first + count):
+            rows = slice(step * args.batch_size, (step + 1) * args.batch_size)
+            optimizer.zero_grad()
+            logits = model(source[rows], decoder_inputs[rows])
+            loss = loss_fn(logits.reshape(-1, args.vocab_size), labels[rows].reshape(-1))
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - began
+
+    compile_seconds = run(0, args.warmup)
+    seconds = run(args.warmup, args.steps)
+    return {
+        "backend": "torch (native)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "compile_s": compile_seconds,
+        "step_ms": 1000 * seconds / args.steps,
+        "tokens_per_s": args.steps * args.batch_size * args.length / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        peer, _ = args.worker
+        report(torch_worker(args) if peer == "torch_native" else keras_worker(peer, args))
+        return
+    forwarded = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in vars(args).items()
+        if name not in ("worker", "backends")
+    ]
+    backends = args.backends.split(",")
+    runs = [(peer, backend) for backend in backends for peer in ("ours", "keras_hub")]
+    runs.append(("torch_native", "torch"))
+    rows = []
+    for peer, backend in runs:
+        print(f"running {peer} on {backend} ...", file=sys.stderr, flush=True)
+        result = run_worker(__file__, [peer, backend, *forwarded], backend=backend)
+        rows.append({"peer": peer, "backend": backend, **result})
+
+    ours = {row["backend"]: row for row in rows if row["peer"] == "ours" and "error" not in row}
+    for row in rows:
+        mine = ours.get(row["backend"])
+        if row["peer"] == "keras_hub" and mine and "error" not in row:
+            row["ours_vs_peer_tokens"] = mine["tokens_per_s"] / row["tokens_per_s"]
+            row["ours_vs_peer_rss"] = mine["peak_rss_mib"] / row["peak_rss_mib"]
+    fastest = max(ours.values(), key=lambda row: row["tokens_per_s"], default=None)
+    for row in rows:
+        if row["peer"] == "torch_native" and fastest and "error" not in row:
+            row["ours_vs_peer_tokens"] = fastest["tokens_per_s"] / row["tokens_per_s"]
+            row["ours_vs_peer_rss"] = fastest["peak_rss_mib"] / row["peak_rss_mib"]
+
+    print(
+        f"\nTraining throughput: V={args.vocab_size} D={args.hidden_dim} F={args.intermediate_dim} "
+        f"h={args.num_heads} L={args.num_layers}+{args.num_layers}, batch {args.batch_size} x "
+        f"{args.length} tokens, {args.steps} timed steps, {os.cpu_count()} CPU cores"
+    )
+    print_table(
+        rows,
+        [
+            ("peer", "peer"),
+            ("backend", "backend"),
+            ("parameters", "params"),
+            ("compile_s", "compile s"),
+            ("step_ms", "ms/step"),
+            ("tokens_per_s", "target tok/s"),
+            ("peak_rss_mib", "peak RSS MiB"),
+            ("ours_vs_peer_tokens", "ours/peer tok/s"),
+            ("ours_vs_peer_rss", "ours/peer RSS"),
+            ("error", "error"),
+        ],
+    )
+    if fastest:
+        print(f"\nour fastest backend: {fastest['backend']}; torch_native is compared with it.")
+
+
+if __name__ == "__main__":
+    main()
