@@ -65,12 +65,19 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, ignore_id=PAD_ID):
         `(losses, mask)`, both float32 `(B, T)`.
     """
     y_true = ops.cast(y_true, "int32")
-    # (B, T, V) log-probabilities in float32 whatever the compute dtype.
-    log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-    # (B, T, V) -> (B, T): -log p(y)
-    nll = -ops.squeeze(ops.take_along_axis(log_probs, y_true[..., None], axis=-1), axis=-1)
-    losses = nll
+    logits = ops.cast(y_pred, "float32")
+    # -log p(v) = logsumexp(z) - z_v, so no (B, T, V) log-probabilities are kept.
+    # The label's logit is picked with a one-hot product, not a gather: its
+    # gradient is then dense, where a gather's is a scatter, slow on CPUs.
+    log_normalizer = ops.logsumexp(logits, axis=-1)
+    one_hot = ops.one_hot(y_true, ops.shape(logits)[-1], dtype=logits.dtype)
+    # (B, T, V) -> (B, T)
+    label_logits = ops.sum(logits * one_hot, axis=-1)
+    losses = log_normalizer - label_logits
     if label_smoothing:
-        losses = (1.0 - label_smoothing) * nll - label_smoothing * ops.mean(log_probs, axis=-1)
+        # (1 - eps) * -log p(y) + eps * mean_v(-log p(v))
+        losses = log_normalizer - (
+            (1.0 - label_smoothing) * label_logits + label_smoothing * ops.mean(logits, axis=-1)
+        )
     mask = ops.cast(ops.not_equal(y_true, ignore_id), "float32")
     return losses, mask

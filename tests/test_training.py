@@ -105,13 +105,13 @@ def test_tiny_model_learns_copy_or_reverse_with_fit():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kt.compile_model(
-            model, kt.TrainingConfig(warmup_steps=100, learning_rate_scale=0.25), jit_compile=True
+            model, kt.TrainingConfig(warmup_steps=200, learning_rate_scale=0.5), jit_compile=True
         )
     on_torch = keras.backend.backend() == "torch"
     assert model.jit_compile is not on_torch
     assert any("torch backend" in str(w.message) for w in caught) is on_torch
     rng = np.random.default_rng(0)
-    x, y = copy_or_reverse(rng, 64 * 400)
+    x, y = copy_or_reverse(rng, 64 * 800)
     history = model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     assert history.history["loss"][0] > 0
     x_test, y_test = copy_or_reverse(np.random.default_rng(1), 512)
