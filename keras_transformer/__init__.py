@@ -1,12 +1,12 @@
 """keras-transformer: the Transformer of "Attention Is All You Need" on Keras 3."""
 
-from keras_transformer import layers
+from keras_transformer import data, layers
 from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.model import Transformer, build_transformer
 from keras_transformer.schedules import TransformerSchedule
-from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from keras_transformer.training import compile_model, create_optimizer
 
 __version__ = "0.1.0"
@@ -24,8 +24,10 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "TransformerSchedule",
+    "Tokenizer",
     "build_transformer",
     "compile_model",
     "create_optimizer",
+    "data",
     "layers",
 ]

@@ -1,0 +1,156 @@
+"""The `tf.data` input pipeline: token-budget batches of similar lengths (paper §5.1).
+
+"Sentence pairs were batched together by approximate sequence length. Each
+training batch contained a set of sentence pairs containing approximately
+25000 source tokens and 25000 target tokens." Here a batch holds at most
+`max_tokens` padded tokens per side, and padded lengths come from a small
+fixed set of buckets, so XLA compiles a handful of programs, not one per
+length.
+
+TensorFlow by nature: `model.fit` accepts a `tf.data.Dataset` on every
+backend. Text is tokenized once, in Python, by the SentencePiece model.
+"""
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+from keras_transformer.tokenization import BOS_ID, PAD_ID
+
+logger = logging.getLogger("keras_transformer")
+
+DEFAULT_BUCKETS = (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256)
+
+
+def bucket_boundaries(max_length, buckets=DEFAULT_BUCKETS):
+    """Padded lengths up to `max_length`, which is always the last."""
+    return tuple(sorted({b for b in buckets if b < max_length} | {max_length}))
+
+
+def tokenize_pairs(pairs, tokenizer, max_length):
+    """Encodes pairs and drops those longer than `max_length` tokens on a side.
+
+    Returns:
+        `(sources, targets, dropped)`: lists of id lists (each ending in EOS)
+        and the number of pairs dropped.
+    """
+    if not pairs:
+        raise ValueError("make_dataset received no sentence pairs")
+    sources = tokenizer.encode([source for source, _ in pairs])
+    targets = tokenizer.encode([target for _, target in pairs])
+    kept = [
+        (s, t)
+        for s, t in zip(sources, targets, strict=True)
+        if len(s) <= max_length and len(t) <= max_length
+    ]
+    return [s for s, _ in kept], [t for _, t in kept], len(pairs) - len(kept)
+
+
+def _ragged(sequences):
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    values = np.fromiter(
+        (i for s in sequences for i in s), dtype=np.int32, count=int(lengths.sum())
+    )
+    return tf.RaggedTensor.from_row_lengths(values, lengths)
+
+
+def _teacher_forcing(source, target):
+    """Decoder input is the target shifted right behind BOS; labels are the target."""
+    decoder_input = tf.concat([[BOS_ID], target[:-1]], axis=0)
+    return {ENCODER_INPUT: source, DECODER_INPUT: decoder_input}, target
+
+
+def make_dataset(
+    pairs,
+    tokenizer,
+    max_tokens=4096,
+    max_length=256,
+    buckets=DEFAULT_BUCKETS,
+    shuffle=True,
+    seed=0,
+    drop_remainder=True,
+):
+    """A `tf.data.Dataset` of `({"encoder_token_ids", "decoder_token_ids"}, labels)`.
+
+    Each side ends in EOS; the decoder input starts with BOS. Pairs longer
+    than `max_length` tokens on either side are dropped and counted in one
+    log line.
+
+    Args:
+        pairs: list of `(source, target)` strings.
+        tokenizer: a `Tokenizer`.
+        max_tokens: int. Padded tokens per side in a batch, at most.
+        max_length: int. The longest sequence kept, in tokens.
+        buckets: padded lengths; those below `max_length`, and `max_length`.
+        shuffle: bool. Shuffle pairs (and batches) each epoch.
+        seed: int. The same seed gives the same batches.
+        drop_remainder: bool. Drop each bucket's last, partial batch, so that
+            every batch of a bucket has the same shape (one XLA program per
+            bucket). Set False for evaluation, to see every pair.
+
+    Returns:
+        The dataset; its `cardinality` is unknown (bucketing).
+    """
+    boundaries = bucket_boundaries(max_length, buckets)
+    if max_tokens < boundaries[-1]:
+        raise ValueError(
+            f"max_tokens must hold one sequence of max_length tokens. "
+            f"Received: max_tokens={max_tokens}, max_length={max_length}"
+        )
+    sources, targets, dropped = tokenize_pairs(pairs, tokenizer, max_length)
+    logger.info(
+        "make_dataset: %d pairs kept, %d dropped as longer than %d tokens",
+        len(sources),
+        dropped,
+        max_length,
+    )
+    if not sources:
+        raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
+
+    dataset = tf.data.Dataset.from_tensor_slices((_ragged(sources), _ragged(targets)))
+    if shuffle:
+        dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = _bucket(dataset, boundaries, max_tokens, drop_remainder)
+    if shuffle:
+        dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _bucket(dataset, boundaries, max_tokens, drop_remainder):
+    """Groups pairs by (source bucket, target bucket) and pads to those lengths.
+
+    Bucketing each side on its own keeps a short source from being padded to
+    a long target's length. Shapes come from `boundaries` on each side.
+    """
+    lengths = tf.constant(boundaries, dtype=tf.int64)
+    count = len(boundaries)
+
+    def bucket_index(length):
+        # The smallest boundary >= length.
+        return tf.reduce_sum(tf.cast(lengths < tf.cast(length, tf.int64), tf.int64))
+
+    def key(inputs, labels):
+        source = bucket_index(tf.shape(inputs[ENCODER_INPUT])[0])
+        target = bucket_index(tf.shape(labels)[0])
+        return source * count + target
+
+    def batch_size(bucket):
+        longest = tf.maximum(lengths[bucket // count], lengths[bucket % count])
+        return tf.maximum(tf.constant(max_tokens, tf.int64) // longest, 1)
+
+    def batch(bucket, window):
+        source_length, target_length = lengths[bucket // count], lengths[bucket % count]
+        return window.padded_batch(
+            batch_size(bucket),
+            padded_shapes=(
+                {ENCODER_INPUT: [source_length], DECODER_INPUT: [target_length]},
+                [target_length],
+            ),
+            padding_values=({ENCODER_INPUT: PAD_ID, DECODER_INPUT: PAD_ID}, PAD_ID),
+            drop_remainder=drop_remainder,
+        )
+
+    return dataset.group_by_window(key, batch, window_size_func=batch_size)
