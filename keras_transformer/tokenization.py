@@ -108,6 +108,8 @@ class Tokenizer:
 
     def encode(self, texts, add_bos=False, add_eos=True):
         """str -> list[int], or list[str] -> list[list[int]]. Appends EOS by default."""
+        if not isinstance(texts, str):
+            texts = list(texts)
         return self._processor.encode(texts, add_bos=add_bos, add_eos=add_eos)
 
     def decode(self, ids):
