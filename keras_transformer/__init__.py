@@ -1,7 +1,8 @@
 """keras-transformer: the Transformer of "Attention Is All You Need" on Keras 3."""
 
-from keras_transformer import data, layers
+from keras_transformer import data, decoding, layers
 from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
+from keras_transformer.decoding import Translator
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.model import Transformer, build_transformer
@@ -25,9 +26,11 @@ __all__ = [
     "TransformerConfig",
     "TransformerSchedule",
     "Tokenizer",
+    "Translator",
     "build_transformer",
     "compile_model",
     "create_optimizer",
     "data",
+    "decoding",
     "layers",
 ]

@@ -1,0 +1,45 @@
+"""Compiling a whole search into one program, per backend.
+
+The one place that names backends in decoding: Keras has no public
+"compile this function" call, so each backend gets its own.
+"""
+
+import keras
+
+
+def compile_search(fn, model):
+    """Compiles `fn(encoder_token_ids, row_limits, max_length)`; `max_length` is a Python int.
+
+    - TensorFlow: `tf.function(jit_compile=True)`, one XLA program per shape.
+    - JAX: `jax.jit` over the model's variables passed as arguments through a
+      `keras.StatelessScope`, so weights are inputs, not baked-in constants.
+    - PyTorch: eager under `torch.no_grad()`; `torch.compile` fails on Keras
+      layers in torch 2.13 (see the README).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        variables = model.variables
+
+        def stateless(values, encoder_token_ids, row_limits, max_length):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return fn(encoder_token_ids, row_limits, max_length)
+
+        jitted = jax.jit(stateless, static_argnums=3)
+        return lambda encoder_token_ids, row_limits, max_length: jitted(
+            [v.value for v in variables], encoder_token_ids, row_limits, max_length
+        )
+    if backend == "torch":
+        import torch
+
+        def eager(encoder_token_ids, row_limits, max_length):
+            with torch.no_grad():
+                return fn(encoder_token_ids, row_limits, max_length)
+
+        return eager
+    raise ValueError(f"Unsupported Keras backend: {backend}")

@@ -1,0 +1,240 @@
+"""Greedy and beam search over a step function (paper §6.1).
+
+Both talk to the model through one function,
+
+    step_fn(token_ids, cache, index) -> (logits, cache)
+
+taking the `(N,)` tokens at position `index` and returning `(N, V)` logits
+for position `index + 1`. They know nothing else of the model. Loops are
+`keras.ops.while_loop` over fixed-shape buffers, so a backend can compile the
+whole search into one program.
+
+Beam search is the paper's: beam size 4, length penalty alpha = 0.6 in the
+GNMT form lp(Y) = ((5 + |Y|) / 6) ** alpha, live and finished hypotheses,
+2K candidates per step so that beams which finish do not starve the live
+ones, and an early stop once no live beam can beat the worst finished one.
+"""
+
+from keras import ops, tree
+
+from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID
+
+NEG_INF = -1.0e9
+
+
+def length_penalty(length, alpha):
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al., 2016, eq. 14)."""
+    return ((5.0 + ops.cast(length, "float32")) / 6.0) ** alpha
+
+
+def _log_probs(logits):
+    """float32 log-softmax; PAD and BOS are never generated."""
+    logits = ops.cast(logits, "float32")
+    vocab_size = ops.shape(logits)[-1]
+    never = ops.logical_or(
+        ops.equal(ops.arange(vocab_size), PAD_ID), ops.equal(ops.arange(vocab_size), BOS_ID)
+    )
+    return ops.log_softmax(ops.where(never, NEG_INF, logits), axis=-1)
+
+
+def greedy_search(step_fn, cache, batch_size, max_length, alpha=0.6, row_limits=None):
+    """The most probable token at each step, until EOS or `max_length` tokens.
+
+    Args:
+        step_fn: `(token_ids (B,), cache, index) -> (logits (B, V), cache)`.
+        cache: the step function's state for B sentences.
+        batch_size: int, B.
+        max_length: int. Tokens to generate at most (EOS included).
+        alpha: float. Length penalty exponent of the scores (not of the search).
+        row_limits: optional int `(B,)`, tokens to generate at most per
+            sentence (each <= `max_length`), so that a sentence's output does
+            not depend on the others in its batch.
+
+    Returns:
+        `(tokens, scores)`: int32 `(B, max_length)` ending in EOS then PAD
+        (or cut at `max_length`), and float32 `(B,)` scores log p(Y) / lp(Y),
+        as beam search scores its hypotheses.
+    """
+    # (B, 1 + max_length): BOS, then the generated tokens.
+    tokens = ops.concatenate(
+        [
+            ops.full((batch_size, 1), BOS_ID, dtype="int32"),
+            ops.full((batch_size, max_length), PAD_ID, dtype="int32"),
+        ],
+        axis=1,
+    )
+    log_probs_sum = ops.zeros((batch_size,), dtype="float32")
+    lengths = ops.zeros((batch_size,), dtype="int32")
+    finished = ops.zeros((batch_size,), dtype="bool")
+    row_limits = _row_limits(row_limits, batch_size, max_length)
+
+    def cond(index, tokens, log_probs_sum, lengths, finished, cache):
+        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+
+    def body(index, tokens, log_probs_sum, lengths, finished, cache):
+        # (B, 1 + T) -> (B,)
+        current = ops.take(tokens, index, axis=1)
+        logits, cache = step_fn(current, cache, index)
+        log_probs = _log_probs(logits)
+        # (B, V) -> (B,)
+        next_tokens = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+        next_log_probs = ops.max(log_probs, axis=-1)
+        next_tokens = ops.where(finished, PAD_ID, next_tokens)
+        log_probs_sum = log_probs_sum + ops.where(finished, 0.0, next_log_probs)
+        lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
+        tokens = ops.slice_update(tokens, (0, index + 1), next_tokens[:, None])
+        finished = ops.logical_or(finished, ops.equal(next_tokens, EOS_ID))
+        finished = ops.logical_or(finished, index + 1 >= row_limits)
+        return index + 1, tokens, log_probs_sum, lengths, finished, cache
+
+    index = ops.convert_to_tensor(0, dtype="int32")
+    _, tokens, log_probs_sum, lengths, _, _ = ops.while_loop(
+        cond, body, (index, tokens, log_probs_sum, lengths, finished, cache)
+    )
+    scores = log_probs_sum / length_penalty(lengths, alpha)
+    return tokens[:, 1:], scores
+
+
+def _row_limits(row_limits, batch_size, max_length):
+    if row_limits is None:
+        return ops.full((batch_size,), max_length, dtype="int32")
+    return ops.minimum(ops.cast(row_limits, "int32"), max_length)
+
+
+def _gather_beams(tensor, beam_indices):
+    """Picks beams per sentence: `(B, K, ...)` by `(B, K')` indices -> `(B, K', ...)`."""
+    return ops.take_along_axis(
+        tensor,
+        ops.reshape(beam_indices, (*ops.shape(beam_indices), *([1] * (len(tensor.shape) - 2)))),
+        axis=1,
+    )
+
+
+def _flatten_beams(tensor):
+    # (B, K, ...) -> (B*K, ...)
+    shape = ops.shape(tensor)
+    return ops.reshape(tensor, (shape[0] * shape[1], *shape[2:]))
+
+
+def _unflatten_beams(tensor, beam_size):
+    # (B*K, ...) -> (B, K, ...)
+    shape = ops.shape(tensor)
+    return ops.reshape(tensor, (shape[0] // beam_size, beam_size, *shape[1:]))
+
+
+def tile_beams(cache, beam_size):
+    """Repeats every `(B, ...)` entry of a cache K times: -> `(B*K, ...)`, beams adjacent."""
+    return tree.map_structure(lambda x: ops.repeat(x, beam_size, axis=0), cache)
+
+
+def beam_search(step_fn, cache, batch_size, max_length, beam_size=4, alpha=0.6, row_limits=None):
+    """Beam search with length penalty and early stopping (§6.1, GNMT).
+
+    Args:
+        step_fn: `(token_ids (B*K,), cache, index) -> (logits (B*K, V), cache)`.
+        cache: the step function's state for B*K rows, sentence b's beams at
+            rows b*K .. b*K + K - 1 (see `tile_beams`).
+        batch_size: int, B.
+        max_length: int. Tokens to generate at most (EOS included).
+        beam_size: int, K.
+        alpha: float. Length penalty exponent; 0 ranks by raw log-probability.
+        row_limits: optional int `(B,)`, tokens to generate at most per
+            sentence. At its limit every candidate of a sentence counts as
+            finished, so its search ends there whatever its batch holds.
+
+    Returns:
+        `(sequences, scores)`: int32 `(B, K, max_length)` hypotheses, best
+        first, each ending in EOS then PAD (or cut at `max_length`), and
+        float32 `(B, K)` scores, log p(Y) / lp(Y).
+    """
+    K = beam_size
+    # (B, K, 1 + T): BOS, then the generated tokens.
+    alive_sequences = ops.concatenate(
+        [
+            ops.full((batch_size, K, 1), BOS_ID, dtype="int32"),
+            ops.full((batch_size, K, max_length), PAD_ID, dtype="int32"),
+        ],
+        axis=2,
+    )
+    # Only the first beam is live at the start, or K copies would fill the beam.
+    alive_log_probs = ops.tile(
+        ops.convert_to_tensor([[0.0] + [NEG_INF] * (K - 1)], dtype="float32"), (batch_size, 1)
+    )
+    finished_sequences = ops.zeros_like(alive_sequences)
+    finished_scores = ops.full((batch_size, K), NEG_INF, dtype="float32")
+    finished_flags = ops.zeros((batch_size, K), dtype="bool")
+    row_limits = _row_limits(row_limits, batch_size, max_length)
+    max_penalty = length_penalty(max_length, alpha)
+
+    def cond(index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
+             finished_flags, cache):  # fmt: skip
+        # Log-probabilities only fall, and lp(Y) is largest at max_length, so
+        # no live beam can score above best_live_log_prob / lp(max_length).
+        best_alive = alive_log_probs[:, 0] / max_penalty
+        worst_finished = ops.min(ops.where(finished_flags, finished_scores, NEG_INF), axis=1)
+        improvable = ops.any(ops.logical_or(
+            ops.logical_not(ops.all(finished_flags, axis=1)), best_alive > worst_finished
+        ))  # fmt: skip
+        return ops.logical_and(index < max_length, improvable)
+
+    def body(index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
+             finished_flags, cache):  # fmt: skip
+        # (B, K, 1 + T) -> (B*K,)
+        current = ops.reshape(ops.take(alive_sequences, index, axis=2), (-1,))
+        logits, cache = step_fn(current, cache, index)
+        # (B*K, V) -> (B, K, V)
+        log_probs = _unflatten_beams(_log_probs(logits), K)
+        vocab_size = ops.shape(log_probs)[-1]
+        candidate_log_probs = alive_log_probs[:, :, None] + log_probs
+        # (B, K, V) -> (B, K*V) -> top 2K candidates (B, 2K)
+        top_log_probs, top_indices = ops.top_k(
+            ops.reshape(candidate_log_probs, (batch_size, -1)), k=2 * K
+        )
+        top_beams = top_indices // vocab_size
+        top_tokens = ops.cast(top_indices % vocab_size, "int32")
+        # (B, 2K, 1 + T): the parent sequence with the new token at index + 1
+        top_sequences = _gather_beams(alive_sequences, top_beams)
+        top_sequences = ops.slice_update(top_sequences, (0, 0, index + 1), top_tokens[:, :, None])
+        # A candidate from a dead beam (log-prob near NEG_INF) never counts.
+        # At a sentence's length limit all its candidates end.
+        at_limit = (index + 1 >= row_limits)[:, None]
+        top_finished = ops.logical_and(
+            ops.logical_or(ops.equal(top_tokens, EOS_ID), at_limit),
+            top_log_probs > 0.5 * NEG_INF,
+        )
+
+        # Live: the best K candidates that did not end in EOS.
+        live_log_probs = ops.where(top_finished, NEG_INF, top_log_probs)
+        alive_log_probs, live_positions = ops.top_k(live_log_probs, k=K)
+        alive_sequences = _gather_beams(top_sequences, live_positions)
+        # (B, K) parent beam of each new live beam -> rows of the (B*K) cache
+        parents = _gather_beams(top_beams, live_positions)
+        rows = ops.reshape(parents + ops.arange(batch_size)[:, None] * K, (-1,))
+        cache = tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache)
+
+        # Finished: the best K of the old finished and the new EOS candidates.
+        new_scores = top_log_probs / length_penalty(index + 1, alpha)
+        new_scores = ops.where(top_finished, new_scores, NEG_INF)
+        all_sequences = ops.concatenate([finished_sequences, top_sequences], axis=1)
+        all_scores = ops.concatenate([finished_scores, new_scores], axis=1)
+        all_flags = ops.concatenate([finished_flags, top_finished], axis=1)
+        finished_scores, positions = ops.top_k(all_scores, k=K)
+        finished_sequences = _gather_beams(all_sequences, positions)
+        finished_flags = _gather_beams(all_flags, positions)
+        return (index + 1, alive_sequences, alive_log_probs, finished_sequences,
+                finished_scores, finished_flags, cache)  # fmt: skip
+
+    index = ops.convert_to_tensor(0, dtype="int32")
+    (index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
+     finished_flags, _) = ops.while_loop(
+        cond, body,
+        (index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
+         finished_flags, cache),
+    )  # fmt: skip
+
+    # A sentence with no finished hypothesis returns its live ones.
+    alive_scores = alive_log_probs / length_penalty(index, alpha)
+    any_finished = ops.any(finished_flags, axis=1)
+    sequences = ops.where(any_finished[:, None, None], finished_sequences, alive_sequences)
+    scores = ops.where(any_finished[:, None], finished_scores, alive_scores)
+    return sequences[:, :, 1:], scores

@@ -1,0 +1,160 @@
+"""Text in, text out: tokenize, batch by length, search, detokenize (paper §6.1)."""
+
+import logging
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_transformer.decoding.compile import compile_search
+from keras_transformer.decoding.search import beam_search, greedy_search, tile_beams
+from keras_transformer.tokenization import EOS_ID, PAD_ID
+
+logger = logging.getLogger("keras_transformer")
+
+SOURCE_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def _round_up(value, choices):
+    return next((c for c in choices if c >= value), value)
+
+
+class Translator:
+    """Translates sentences with a trained `Transformer` and its `Tokenizer`.
+
+    Sentences are sorted by length, padded to a few bucket lengths and
+    batched, so a compiled search sees a handful of shapes; results come back
+    in input order. `beam_size=1` is greedy search.
+
+    Inputs longer than the model's `max_length` tokens are truncated to it,
+    with a warning that counts them. An empty (or all-space) input gives an
+    empty translation without running the model.
+
+    Args:
+        model: a `Transformer`.
+        tokenizer: its `Tokenizer`.
+        beam_size: int. K, 4 in the paper.
+        length_penalty: float. alpha, 0.6 in the paper.
+        max_extra_length: int. Output length limit: input length + 50.
+        batch_size: int. Sentences per search, at most.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        beam_size=4,
+        length_penalty=0.6,
+        max_extra_length=50,
+        batch_size=64,
+    ):
+        if beam_size < 1 or max_extra_length < 1 or batch_size < 1:
+            raise ValueError(
+                "beam_size, max_extra_length and batch_size must be positive. Received: "
+                f"beam_size={beam_size}, max_extra_length={max_extra_length}, "
+                f"batch_size={batch_size}"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.max_extra_length = max_extra_length
+        self.batch_size = batch_size
+        self._search = compile_search(self._search_batch, model)
+
+    def _search_batch(self, encoder_token_ids, row_limits, max_length):
+        """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy)."""
+        model = self.model
+        batch_size = encoder_token_ids.shape[0]
+        encoder_output, encoder_padding_mask = model.encode(encoder_token_ids, training=False)
+        cache = model.initialize_cache(encoder_output, encoder_padding_mask, max_length)
+        if self.beam_size == 1:
+            tokens, scores = greedy_search(
+                model.decode_step, cache, batch_size, max_length, self.length_penalty, row_limits
+            )
+            return tokens[:, None, :], scores[:, None]
+        cache = tile_beams(cache, self.beam_size)
+        return beam_search(
+            model.decode_step,
+            cache,
+            batch_size,
+            max_length,
+            self.beam_size,
+            self.length_penalty,
+            row_limits,
+        )
+
+    def encode(self, texts):
+        """Token ids per text, truncated to the model's `max_length` (with a warning)."""
+        limit = self.model.config.max_length
+        ids = self.tokenizer.encode(list(texts))
+        truncated = sum(len(row) > limit for row in ids)
+        if truncated:
+            logger.warning(
+                "Truncated %d input(s) longer than the model's max_length=%d tokens",
+                truncated,
+                limit,
+            )
+            ids = [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
+        return ids
+
+    def translate_ids(self, source_ids):
+        """Searches one padded `(B, S)` batch: returns `(B, K, T)` ids and `(B, K)` scores."""
+        source_ids = np.asarray(source_ids, dtype="int32")
+        limit = self.model.config.max_length
+        # Each sentence: its input length + max_extra_length (§6.1). The buffer
+        # follows the padded length, so one compiled search serves a bucket.
+        row_limits = np.minimum((source_ids != PAD_ID).sum(axis=1) + self.max_extra_length, limit)
+        max_length = min(source_ids.shape[1] + self.max_extra_length, limit)
+        sequences, scores = self._search(source_ids, row_limits.astype("int32"), max_length)
+        return keras.ops.convert_to_numpy(sequences), keras.ops.convert_to_numpy(scores)
+
+    def translate(self, texts, return_scores=False, progress=None):
+        """Translates `texts` (list of str): list of str, or `(translations, scores)`."""
+        texts = list(texts)
+        translations, scores = [""] * len(texts), [0.0] * len(texts)
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        ids = dict(zip(todo, self.encode(texts[i] for i in todo), strict=True))
+        order = sorted(todo, key=lambda i: len(ids[i]))
+        done = 0
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            # Pad to bucket lengths and a power-of-two batch: few compiled shapes.
+            length = _round_up(max(len(ids[i]) for i in chunk), SOURCE_BUCKETS)
+            length = min(length, self.model.config.max_length)
+            rows = _round_up(len(chunk), [2**n for n in range(16)])
+            batch = np.full((rows, length), PAD_ID, dtype="int32")
+            for row, i in enumerate(chunk):
+                batch[row, : len(ids[i])] = ids[i]
+            sequences, batch_scores = self.translate_ids(batch)
+            for row, i in enumerate(chunk):
+                translations[i] = self.tokenizer.decode(sequences[row, 0])
+                scores[i] = float(batch_scores[row, 0])
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
+        return (translations, scores) if return_scores else translations
+
+    def translate_file(self, source_path, output_path, overwrite=False):
+        """Translates a file line by line into `output_path`, with a progress line."""
+        from keras_transformer.data.readers import read_lines
+
+        if os.path.exists(output_path) and not overwrite:
+            raise FileExistsError(f"{output_path} exists; pass overwrite=True to replace it")
+        lines = read_lines(source_path)
+        began = time.perf_counter()
+
+        def progress(done, total):
+            rate = done / max(time.perf_counter() - began, 1e-9)
+            sys.stderr.write(f"\rtranslated {done}/{total} sentences ({rate:.1f}/s)")
+            sys.stderr.flush()
+
+        translations = self.translate(lines, progress=progress)
+        sys.stderr.write("\n")
+        temporary = f"{output_path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.writelines(f"{line}\n" for line in translations)
+        os.replace(temporary, output_path)
+        return translations

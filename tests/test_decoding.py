@@ -1,0 +1,215 @@
+import itertools
+import logging
+import math
+
+import keras
+import numpy as np
+import pytest
+from helpers import to_numpy
+from keras import ops
+
+import keras_transformer as kt
+from keras_transformer.decoding import beam_search, greedy_search, length_penalty, tile_beams
+from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+
+# --- a fake model whose best sequence is known -------------------------------
+
+A, B, C, D = 4, 5, 6, 7
+VOCAB = 8
+# Next-token probabilities given the current token (a first-order Markov model).
+TRANSITIONS = {
+    kt.BOS_ID: {A: 0.5, B: 0.4, C: 0.1},
+    A: {C: 0.34, D: 0.33, kt.EOS_ID: 0.33},
+    B: {kt.EOS_ID: 1.0},
+    C: {kt.EOS_ID: 1.0},
+    D: {kt.EOS_ID: 1.0},
+}
+
+
+def transition_logits():
+    table = np.full((VOCAB, VOCAB), -30.0, "float32")
+    for current, nexts in TRANSITIONS.items():
+        for token, p in nexts.items():
+            table[current, token] = math.log(p)
+    table[kt.EOS_ID, kt.EOS_ID] = 0.0
+    return table
+
+
+def markov_step(token_ids, cache, index):
+    # The cache counts steps per row, so that beam reordering is exercised.
+    logits = ops.take(ops.convert_to_tensor(transition_logits()), token_ids, axis=0)
+    return logits, {"steps": cache["steps"] + 1}
+
+
+def fake_cache(rows):
+    return {"steps": ops.zeros((rows, 1), "float32")}
+
+
+def complete_hypotheses(max_length=4):
+    """Every sequence the Markov model ends with EOS, with its log-probability."""
+    results = []
+    for length in range(1, max_length + 1):
+        for tokens in itertools.product(range(VOCAB), repeat=length):
+            if tokens[-1] != kt.EOS_ID or kt.EOS_ID in tokens[:-1]:
+                continue
+            previous, log_p = kt.BOS_ID, 0.0
+            for token in tokens:
+                p = TRANSITIONS.get(previous, {}).get(token, 0.0)
+                if p == 0.0:
+                    break
+                log_p += math.log(p)
+                previous = token
+            else:
+                results.append((list(tokens), log_p))
+    return results
+
+
+def strip(sequence):
+    sequence = list(to_numpy(sequence))
+    return sequence[: sequence.index(kt.EOS_ID) + 1] if kt.EOS_ID in sequence else sequence
+
+
+def test_beam_search_finds_what_greedy_misses():
+    tokens, _ = greedy_search(markov_step, fake_cache(1), 1, 4, alpha=0.0)
+    assert strip(tokens[0]) == [A, C, kt.EOS_ID]
+    sequences, scores = beam_search(
+        markov_step, tile_beams(fake_cache(1), 4), 1, 4, beam_size=4, alpha=0.0
+    )
+    assert strip(sequences[0, 0]) == [B, kt.EOS_ID]
+    np.testing.assert_allclose(to_numpy(scores)[0, 0], math.log(0.4), rtol=1e-5)
+    # Finished hypotheses are kept while the search goes on: all four are complete.
+    found = [strip(s) for s in sequences[0]]
+    assert all(s[-1] == kt.EOS_ID for s in found)
+    assert [A, C, kt.EOS_ID] in found
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 6.0])
+def test_length_penalty_ranks_as_the_formula_says(alpha):
+    expected = max(complete_hypotheses(), key=lambda h: h[1] / ((5 + len(h[0])) / 6) ** alpha)
+    sequences, scores = beam_search(
+        markov_step, tile_beams(fake_cache(2), 4), 2, 4, beam_size=4, alpha=alpha
+    )
+    for row in range(2):
+        assert strip(sequences[row, 0]) == expected[0]
+        np.testing.assert_allclose(
+            to_numpy(scores)[row, 0],
+            expected[1] / float(to_numpy(length_penalty(len(expected[0]), alpha))),
+            rtol=1e-5,
+        )
+        assert (np.diff(to_numpy(scores)[row]) <= 1e-6).all(), "best first"
+    # The short hypothesis wins without a penalty, the long one with a strong penalty.
+    assert (len(expected[0]) == 2) == (alpha < 1)
+
+
+# --- the real model ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return kt.data.number_words("train", "de", size=400, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return kt.Tokenizer.train([text for pair in corpus for text in pair], vocab_size=120)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    keras.utils.set_random_seed(11)
+    config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, max_length=48)
+    return kt.build_transformer(config)
+
+
+def source_batch(tokenizer, corpus, count):
+    ids = tokenizer.encode([source for source, _ in corpus[:count]])
+    batch = np.zeros((count, max(map(len, ids))), "int32")
+    for row, sequence in enumerate(ids):
+        batch[row, : len(sequence)] = sequence
+    return batch
+
+
+def prepared(model, source, max_length, beam_size=1):
+    encoder_output, mask = model.encode(source)
+    cache = model.initialize_cache(encoder_output, mask, max_length)
+    return tile_beams(cache, beam_size) if beam_size > 1 else cache
+
+
+def test_beam_size_one_equals_greedy(model, tokenizer, corpus):
+    source = source_batch(tokenizer, corpus, 4)
+    greedy, _ = greedy_search(model.decode_step, prepared(model, source, 12), 4, 12, alpha=0.0)
+    beam, _ = beam_search(
+        model.decode_step, prepared(model, source, 12), 4, 12, beam_size=1, alpha=0.0
+    )
+    np.testing.assert_array_equal(to_numpy(beam)[:, 0], to_numpy(greedy))
+
+
+def teacher_forced_log_probs(model, source, hypotheses):
+    """log p(Y | X) of each hypothesis by the full, uncached model."""
+    decoder_inputs = np.concatenate(
+        [np.full((len(hypotheses), 1), kt.BOS_ID, "int32"), hypotheses[:, :-1]], axis=1
+    )
+    logits = to_numpy(model({ENCODER_INPUT: source, DECODER_INPUT: decoder_inputs}))
+    logits[..., [kt.PAD_ID, kt.BOS_ID]] = -1e9  # never generated, as in the search
+    log_probs = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
+    picked = np.take_along_axis(log_probs, hypotheses[..., None], axis=-1)[..., 0]
+    real = np.cumsum(hypotheses == kt.EOS_ID, axis=1) - (hypotheses == kt.EOS_ID) == 0
+    return (picked * real).sum(axis=1), real.sum(axis=1)
+
+
+def test_cached_greedy_equals_the_full_decoder_on_each_prefix(model, tokenizer, corpus):
+    source = source_batch(tokenizer, corpus, 3)
+    tokens, _ = greedy_search(model.decode_step, prepared(model, source, 10), 3, 10, alpha=0.0)
+    tokens = to_numpy(tokens)
+    decoder_inputs = np.concatenate([np.full((3, 1), kt.BOS_ID, "int32"), tokens[:, :-1]], 1)
+    logits = to_numpy(model({ENCODER_INPUT: source, DECODER_INPUT: decoder_inputs}))
+    logits[..., [kt.PAD_ID, kt.BOS_ID]] = -1e9
+    for row in range(3):
+        length = len(strip(tokens[row]))
+        np.testing.assert_array_equal(logits[row, :length].argmax(-1), tokens[row, :length])
+
+
+def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
+    """Wrong cache reordering between beams would break this."""
+    source = source_batch(tokenizer, corpus, 3)
+    sequences, scores = beam_search(
+        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4, alpha=0.6
+    )
+    sequences, scores = to_numpy(sequences), to_numpy(scores)
+    for row in range(3):
+        log_probs, lengths = teacher_forced_log_probs(
+            model, np.repeat(source[row : row + 1], 4, axis=0), sequences[row]
+        )
+        expected = log_probs / ((5 + lengths) / 6) ** 0.6
+        np.testing.assert_allclose(scores[row], expected, atol=1e-4)
+
+
+def test_translator_batched_equals_one_at_a_time(model, tokenizer, corpus):
+    translator = kt.Translator(model, tokenizer, beam_size=2, max_extra_length=6)
+    texts = [source for source, _ in corpus[:5]]
+    together, scores = translator.translate(texts, return_scores=True)
+    alone = [translator.translate([text])[0] for text in texts]
+    assert together == alone
+    assert len(scores) == 5 and all(np.isfinite(scores))
+
+
+def test_translator_edge_inputs(model, tokenizer, corpus, caplog, tmp_path):
+    translator = kt.Translator(model, tokenizer, beam_size=1, max_extra_length=6)
+    long_text = " ".join(source for source, _ in corpus[:40])
+    with caplog.at_level(logging.WARNING, logger="keras_transformer"):
+        result = translator.translate(["", "   ", corpus[0][0], long_text])
+    assert result[:2] == ["", ""] and isinstance(result[3], str)
+    assert "Truncated 1 input(s) longer than the model's max_length=48 tokens" in caplog.text
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{s}\n" for s, _ in corpus[:3]), encoding="utf-8")
+    output = tmp_path / "out.txt"
+    lines = translator.translate_file(str(source), str(output))
+    assert output.read_text(encoding="utf-8").splitlines() == lines
+    assert lines == translator.translate([s for s, _ in corpus[:3]])
+    with pytest.raises(FileExistsError, match="out.txt exists"):
+        translator.translate_file(str(source), str(output))
