@@ -26,26 +26,26 @@ TRANSITIONS = {
 }
 
 
-def transition_logits():
+def transition_logits(transitions=TRANSITIONS):
     table = np.full((VOCAB, VOCAB), -30.0, "float32")
-    for current, nexts in TRANSITIONS.items():
+    for current, nexts in transitions.items():
         for token, p in nexts.items():
             table[current, token] = math.log(p)
     table[kt.EOS_ID, kt.EOS_ID] = 0.0
     return table
 
 
-def markov_step(token_ids, cache, index):
+def markov_step(token_ids, cache, index, transitions=TRANSITIONS):
     # The cache counts steps per row, so that beam reordering is exercised.
-    logits = ops.take(ops.convert_to_tensor(transition_logits()), token_ids, axis=0)
-    return logits, {"steps": cache["steps"] + 1}
+    table = ops.convert_to_tensor(transition_logits(transitions))
+    return ops.take(table, token_ids, axis=0), {"steps": cache["steps"] + 1}
 
 
 def fake_cache(rows):
     return {"steps": ops.zeros((rows, 1), "float32")}
 
 
-def complete_hypotheses(max_length=4):
+def complete_hypotheses(max_length=4, transitions=TRANSITIONS):
     """Every sequence the Markov model ends with EOS, with its log-probability."""
     results = []
     for length in range(1, max_length + 1):
@@ -54,7 +54,7 @@ def complete_hypotheses(max_length=4):
                 continue
             previous, log_p = kt.BOS_ID, 0.0
             for token in tokens:
-                p = TRANSITIONS.get(previous, {}).get(token, 0.0)
+                p = transitions.get(previous, {}).get(token, 0.0)
                 if p == 0.0:
                     break
                 log_p += math.log(p)
@@ -81,6 +81,26 @@ def test_beam_search_finds_what_greedy_misses():
     found = [strip(s) for s in sequences[0]]
     assert all(s[-1] == kt.EOS_ID for s in found)
     assert [A, C, kt.EOS_ID] in found
+
+
+def test_finished_candidates_do_not_starve_live_beams():
+    # With only K candidates per step, EOS and A would fill the beam at the
+    # first step and B, whose [B, EOS] is the second-best sentence, be lost.
+    transitions = {
+        kt.BOS_ID: {kt.EOS_ID: 0.4, A: 0.35, B: 0.25},
+        A: {kt.EOS_ID: 0.3, C: 0.35, D: 0.35},
+        B: {kt.EOS_ID: 1.0},
+        C: {kt.EOS_ID: 1.0},
+        D: {kt.EOS_ID: 1.0},
+    }
+
+    def step(token_ids, cache, index):
+        return markov_step(token_ids, cache, index, transitions)
+
+    sequences, _ = beam_search(step, tile_beams(fake_cache(1), 2), 1, 4, beam_size=2, alpha=0.0)
+    best_two = sorted(complete_hypotheses(4, transitions), key=lambda h: -h[1])[:2]
+    assert [strip(s) for s in sequences[0]] == [h[0] for h in best_two]
+    assert best_two[1][0] == [B, kt.EOS_ID]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 6.0])
