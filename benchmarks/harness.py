@@ -25,7 +25,8 @@ def run_worker(script, args, backend=None, timeout=3600):
         timeout=timeout,
     )
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+        errors = [line for line in result.stderr.splitlines() if "Error" in line]
+        return {"error": (errors or result.stderr.strip().splitlines() or ["failed"])[-1][:300]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
