@@ -100,7 +100,9 @@ def make_dataset(
             f"Received: max_tokens={max_tokens}, max_length={max_length}"
         )
     sources, targets, dropped = tokenize_pairs(pairs, tokenizer, max_length)
-    logger.info(
+    # A warning when pairs were dropped, so that the summary shows by default.
+    logger.log(
+        logging.WARNING if dropped else logging.INFO,
         "make_dataset: %d pairs kept, %d dropped as longer than %d tokens",
         len(sources),
         dropped,
