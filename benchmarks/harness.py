@@ -7,6 +7,16 @@ import subprocess
 import sys
 
 
+def add_model_arguments(parser):
+    """The model size every benchmark shares: the `small` preset at V=8000, batch 64."""
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--hidden-dim", type=int, default=256)
+    parser.add_argument("--intermediate-dim", type=int, default=1024)
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
 def peak_rss_mib():
     """Peak resident memory of this process, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -20,19 +20,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import peak_rss_mib, print_table, report, run_worker  # noqa: E402
+from harness import add_model_arguments, peak_rss_mib, print_table, report, run_worker  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--intermediate-dim", type=int, default=1024)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--num-layers", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_model_arguments(parser)
     parser.add_argument("--length", type=int, default=32, help="source and target tokens")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
