@@ -88,6 +88,7 @@ def test_base_preset_has_about_63m_parameters():
     assert 62.5e6 < model.count_params() < 63.5e6
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # torch, pre-LN
 @pytest.mark.parametrize("normalize_first", [False, True])
 def test_equals_torch_nn_transformer(tiny_config, batch, normalize_first):
     """Our model against `torch.nn.Transformer` loaded with the same weights.
