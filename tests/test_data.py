@@ -204,6 +204,11 @@ def test_same_seed_same_batches_and_every_pair_once(tokenizer, pairs):
         return batches(dataset)
 
     first, again, other = run(5), run(5), run(6)
+    dataset = kt.data.make_dataset(pairs, tokenizer, seed=5, drop_remainder=False)
+    assert int(dataset.cardinality()) == len(first)
+    assert int(kt.data.make_dataset(pairs, tokenizer).cardinality()) == len(
+        batches(kt.data.make_dataset(pairs, tokenizer))
+    )
     assert len(first) == len(again)
     for a, b in zip(first, again, strict=True):
         for x, y in zip(a, b, strict=True):
@@ -228,7 +233,6 @@ def test_over_long_pairs_are_dropped_and_counted(tokenizer, pairs, caplog):
         kt.data.make_dataset(pairs, tokenizer, max_tokens=10, max_length=12)
 
 
-@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # unknown cardinality
 def test_dataset_feeds_model_fit(tokenizer, pairs):
     config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size)
     model = kt.compile_model(kt.build_transformer(config), kt.TrainingConfig(warmup_steps=10))

@@ -91,7 +91,7 @@ def make_dataset(
             bucket). Set False for evaluation, to see every pair.
 
     Returns:
-        The dataset; its `cardinality` is unknown (bucketing).
+        The dataset; its `cardinality()` is the number of batches per epoch.
     """
     boundaries = bucket_boundaries(max_length, buckets)
     if max_tokens < boundaries[-1]:
@@ -116,9 +116,26 @@ def make_dataset(
         dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = _bucket(dataset, boundaries, max_tokens, drop_remainder)
+    # Bucketing hides the batch count from tf.data; it is known, so say it
+    # (Keras then shows a full progress bar and knows where an epoch ends).
+    batches = count_batches(sources, targets, boundaries, max_tokens, drop_remainder)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     if shuffle:
         dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def count_batches(sources, targets, boundaries, max_tokens, drop_remainder):
+    """The number of batches `_bucket` makes of these pairs, whatever the order."""
+    lengths = np.asarray(boundaries)
+    source_buckets = np.searchsorted(lengths, [len(s) for s in sources])
+    target_buckets = np.searchsorted(lengths, [len(t) for t in targets])
+    pairs, counts = np.unique(
+        np.stack([source_buckets, target_buckets]), axis=1, return_counts=True
+    )
+    sizes = np.maximum(max_tokens // np.maximum(lengths[pairs[0]], lengths[pairs[1]]), 1)
+    per_pair = counts // sizes if drop_remainder else -(-counts // sizes)
+    return int(per_pair.sum())
 
 
 def _bucket(dataset, boundaries, max_tokens, drop_remainder):
