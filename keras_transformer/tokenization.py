@@ -113,19 +113,14 @@ class Tokenizer:
         return self._processor.encode(texts, add_bos=add_bos, add_eos=add_eos)
 
     def decode(self, ids):
-        """Ids -> text: stops at the first EOS and drops PAD, BOS and EOS.
+        """One sequence of ids (list or 1-D array) -> text.
 
-        Accepts one sequence (list or 1-D array) or a batch of them.
+        Stops at the first EOS and drops PAD and BOS.
         """
-        ids = [int(i) for i in ids] if _is_flat(ids) else None
-        if ids is None:
-            raise TypeError("decode takes one sequence; use decode_batch for several")
+        ids = [int(i) for i in ids]
         if EOS_ID in ids:
             ids = ids[: ids.index(EOS_ID)]
         return self._processor.decode([i for i in ids if i not in (PAD_ID, BOS_ID)])
-
-    def decode_batch(self, batch):
-        return [self.decode(ids) for ids in batch]
 
     def id_to_piece(self, token_id):
         return self._processor.id_to_piece(int(token_id))
@@ -157,10 +152,3 @@ class Tokenizer:
         import keras_hub
 
         return keras_hub.tokenizers.SentencePieceTokenizer(proto=self.proto, dtype="int32")
-
-
-def _is_flat(ids):
-    try:
-        return all(not hasattr(i, "__len__") for i in ids)
-    except TypeError:
-        return False

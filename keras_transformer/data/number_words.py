@@ -12,7 +12,6 @@ import numpy as np
 
 SPLITS = ("train", "valid", "test")
 LANGUAGES = ("de", "fr", "es")
-MAX_NUMBER = 999_999
 
 
 def split_of(number, seed=0):

@@ -125,15 +125,21 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def batch_sizes(boundaries, max_tokens):
+    """`(N, N)` sentences per batch for (source bucket, target bucket): the token budget
+    divided by the longer padded side."""
+    lengths = np.asarray(boundaries, dtype=np.int64)
+    return np.maximum(max_tokens // np.maximum.outer(lengths, lengths), 1)
+
+
 def count_batches(sources, targets, boundaries, max_tokens, drop_remainder):
     """The number of batches `_bucket` makes of these pairs, whatever the order."""
-    lengths = np.asarray(boundaries)
-    source_buckets = np.searchsorted(lengths, [len(s) for s in sources])
-    target_buckets = np.searchsorted(lengths, [len(t) for t in targets])
-    pairs, counts = np.unique(
-        np.stack([source_buckets, target_buckets]), axis=1, return_counts=True
-    )
-    sizes = np.maximum(max_tokens // np.maximum(lengths[pairs[0]], lengths[pairs[1]]), 1)
+    # The smallest boundary >= length, as `_bucket` picks it.
+    source_buckets = np.searchsorted(boundaries, [len(s) for s in sources])
+    target_buckets = np.searchsorted(boundaries, [len(t) for t in targets])
+    counts = np.zeros((len(boundaries), len(boundaries)), dtype=np.int64)
+    np.add.at(counts, (source_buckets, target_buckets), 1)
+    sizes = batch_sizes(boundaries, max_tokens)
     per_pair = counts // sizes if drop_remainder else -(-counts // sizes)
     return int(per_pair.sum())
 
@@ -146,6 +152,8 @@ def _bucket(dataset, boundaries, max_tokens, drop_remainder):
     """
     lengths = tf.constant(boundaries, dtype=tf.int64)
     count = len(boundaries)
+    # (N*N,): key = source bucket * N + target bucket -> sentences per batch
+    sizes = tf.constant(batch_sizes(boundaries, max_tokens).reshape(-1), dtype=tf.int64)
 
     def bucket_index(length):
         # The smallest boundary >= length.
@@ -157,13 +165,12 @@ def _bucket(dataset, boundaries, max_tokens, drop_remainder):
         return source * count + target
 
     def batch_size(bucket):
-        longest = tf.maximum(lengths[bucket // count], lengths[bucket % count])
-        return tf.maximum(tf.constant(max_tokens, tf.int64) // longest, 1)
+        return sizes[bucket]
 
     def batch(bucket, window):
         source_length, target_length = lengths[bucket // count], lengths[bucket % count]
         return window.padded_batch(
-            batch_size(bucket),
+            sizes[bucket],
             padded_shapes=(
                 {ENCODER_INPUT: [source_length], DECODER_INPUT: [target_length]},
                 [target_length],

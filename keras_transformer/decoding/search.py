@@ -110,12 +110,6 @@ def _gather_beams(tensor, beam_indices):
     )
 
 
-def _flatten_beams(tensor):
-    # (B, K, ...) -> (B*K, ...)
-    shape = ops.shape(tensor)
-    return ops.reshape(tensor, (shape[0] * shape[1], *shape[2:]))
-
-
 def _unflatten_beams(tensor, beam_size):
     # (B*K, ...) -> (B, K, ...)
     shape = ops.shape(tensor)
