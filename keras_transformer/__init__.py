@@ -1,8 +1,9 @@
 """keras-transformer: the Transformer of "Attention Is All You Need" on Keras 3."""
 
-from keras_transformer import data, decoding, layers
+from keras_transformer import data, decoding, layers, workdir
 from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
 from keras_transformer.decoding import Translator
+from keras_transformer.export import export_saved_model, load_translator
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.model import Transformer, build_transformer
@@ -31,6 +32,9 @@ __all__ = [
     "compile_model",
     "create_optimizer",
     "data",
+    "export_saved_model",
+    "load_translator",
     "decoding",
     "layers",
+    "workdir",
 ]

@@ -35,3 +35,25 @@ def run_python(code, backend, timeout=300):
     )
     assert result.returncode == 0, f"{backend} subprocess failed:\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+def train_briefly(model, pairs, tokenizer, steps=20, learning_rate_scale=1.0):
+    """A few optimizer steps.
+
+    A small `learning_rate_scale` keeps a model from collapsing to "EOS at
+    once", so that its translations are worth comparing.
+    """
+    dataset = kt.data.make_dataset(
+        pairs,
+        tokenizer,
+        max_tokens=256,
+        max_length=model.config.max_length,
+        buckets=(model.config.max_length,),  # one shape: one compiled train step
+        seed=1,
+    )
+    kt.compile_model(
+        model,
+        kt.TrainingConfig(warmup_steps=10, learning_rate_scale=learning_rate_scale),
+    )
+    model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return model

@@ -7,7 +7,9 @@ import time
 
 import keras
 import numpy as np
+from keras import ops
 
+from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.compile import compile_search
 from keras_transformer.decoding.search import beam_search, greedy_search, tile_beams
 from keras_transformer.tokenization import EOS_ID, PAD_ID
@@ -21,7 +23,40 @@ def _round_up(value, choices):
     return next((c for c in choices if c >= value), value)
 
 
-class Translator:
+class TextTranslator:
+    """What every translator offers on top of `translate`: translating a file."""
+
+    def translate(self, texts, return_scores=False, progress=None):
+        raise NotImplementedError
+
+    def translate_file(self, source_path, output_path, overwrite=False):
+        """Translates a file line by line into `output_path`, with a progress line.
+
+        The output is written to a temporary file and renamed at the end; an
+        existing `output_path` is kept unless `overwrite=True`.
+        """
+        from keras_transformer.data.readers import read_lines
+
+        if os.path.exists(output_path) and not overwrite:
+            raise FileExistsError(f"{output_path} exists; pass overwrite=True to replace it")
+        lines = read_lines(source_path)
+        began = time.perf_counter()
+
+        def progress(done, total):
+            rate = done / max(time.perf_counter() - began, 1e-9)
+            sys.stderr.write(f"\rtranslated {done}/{total} sentences ({rate:.1f}/s)")
+            sys.stderr.flush()
+
+        translations = self.translate(lines, progress=progress)
+        sys.stderr.write("\n")
+        temporary = f"{output_path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.writelines(f"{line}\n" for line in translations)
+        os.replace(temporary, output_path)
+        return translations
+
+
+class Translator(TextTranslator):
     """Translates sentences with a trained `Transformer` and its `Tokenizer`.
 
     Sentences are sorted by length, padded to a few bucket lengths and
@@ -29,8 +64,9 @@ class Translator:
     in input order. `beam_size=1` is greedy search.
 
     Inputs longer than the model's `max_length` tokens are truncated to it,
-    with a warning that counts them. An empty (or all-space) input gives an
-    empty translation without running the model.
+    with a warning that counts them. An input with no subword pieces (empty
+    or all spaces) gives an empty translation, score 0, without running the
+    model; the exported SavedModel does the same.
 
     Args:
         model: a `Transformer`.
@@ -62,12 +98,20 @@ class Translator:
         self.length_penalty = length_penalty
         self.max_extra_length = max_extra_length
         self.batch_size = batch_size
-        self._search = compile_search(self._search_batch, model)
+        self._search = compile_search(self.search_batch, model)
 
-    def _search_batch(self, encoder_token_ids, row_limits, max_length):
-        """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy)."""
+    @property
+    def decoding_config(self):
+        return DecodingConfig(self.beam_size, self.length_penalty, self.max_extra_length)
+
+    def search_batch(self, encoder_token_ids, row_limits, max_length):
+        """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy).
+
+        Uncompiled `keras.ops`; `translate_ids` runs it compiled, and the
+        SavedModel export traces it into its graph.
+        """
         model = self.model
-        batch_size = encoder_token_ids.shape[0]
+        batch_size = ops.shape(encoder_token_ids)[0]
         encoder_output, encoder_padding_mask = model.encode(encoder_token_ids, training=False)
         cache = model.initialize_cache(encoder_output, encoder_padding_mask, max_length)
         if self.beam_size == 1:
@@ -115,8 +159,8 @@ class Translator:
         """Translates `texts` (list of str): list of str, or `(translations, scores)`."""
         texts = list(texts)
         translations, scores = [""] * len(texts), [0.0] * len(texts)
-        todo = [i for i, text in enumerate(texts) if text.strip()]
-        ids = dict(zip(todo, self.encode(texts[i] for i in todo), strict=True))
+        ids = dict(enumerate(self.encode(texts)))
+        todo = [i for i in ids if len(ids[i]) > 1]  # more than EOS
         order = sorted(todo, key=lambda i: len(ids[i]))
         done = 0
         for start in range(0, len(order), self.batch_size):
@@ -136,25 +180,3 @@ class Translator:
             if progress:
                 progress(done, len(todo))
         return (translations, scores) if return_scores else translations
-
-    def translate_file(self, source_path, output_path, overwrite=False):
-        """Translates a file line by line into `output_path`, with a progress line."""
-        from keras_transformer.data.readers import read_lines
-
-        if os.path.exists(output_path) and not overwrite:
-            raise FileExistsError(f"{output_path} exists; pass overwrite=True to replace it")
-        lines = read_lines(source_path)
-        began = time.perf_counter()
-
-        def progress(done, total):
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            sys.stderr.write(f"\rtranslated {done}/{total} sentences ({rate:.1f}/s)")
-            sys.stderr.flush()
-
-        translations = self.translate(lines, progress=progress)
-        sys.stderr.write("\n")
-        temporary = f"{output_path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.writelines(f"{line}\n" for line in translations)
-        os.replace(temporary, output_path)
-        return translations

@@ -1,0 +1,184 @@
+"""The TF Serving SavedModel: exported, then loaded as TF Serving would load it.
+
+Under the JAX and PyTorch backends the export goes through the `.keras` file
+in a TensorFlow subprocess, so these tests are also the "trained on another
+backend" tests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transformer as kt
+from keras_transformer import export as export_module
+from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+from tests.helpers import to_numpy, train_briefly
+
+# A fresh interpreter that imports only tensorflow and tensorflow_text, then
+# forbids Keras and this project, loads the SavedModel and translates.
+BARE_PROCESS = r"""
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # registers the SentencePiece ops, as TF Serving links them
+
+class Forbid:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras", "keras_hub", "keras_transformer"):
+            raise ImportError(f"the serving process imported {name}")
+
+sys.meta_path.insert(0, Forbid())
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+results = []
+for batch in json.loads(sys.stdin.read()):
+    out = serve(text=tf.constant(batch, dtype=tf.string))
+    results.append([[t.decode("utf-8") for t in out["translation"].numpy()],
+                    out["score"].numpy().tolist()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return kt.data.number_words("train", "de", size=300, seed=3)
+
+
+@pytest.fixture(scope="module")
+def translator(corpus):
+    keras.utils.set_random_seed(7)
+    tokenizer = kt.Tokenizer.train([text for pair in corpus for text in pair], vocab_size=100)
+    config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, max_length=32)
+    model = train_briefly(
+        kt.build_transformer(config), corpus, tokenizer, steps=10, learning_rate_scale=0.02
+    )
+    return kt.Translator(model, tokenizer, beam_size=4, length_penalty=0.6, max_extra_length=8)
+
+
+@pytest.fixture(scope="module")
+def exported(translator, tmp_path_factory):
+    base = tmp_path_factory.mktemp("saved_models") / "numbers"
+    return kt.export_saved_model(translator, str(base))
+
+
+def run_bare(version_dir, batches, cwd):
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_PROCESS, version_dir],
+        input=json.dumps(batches),
+        capture_output=True,
+        text=True,
+        cwd=cwd,  # not the repository: the project is not importable there
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_bare_tensorflow_process_translates_as_the_translator(
+    translator, exported, corpus, tmp_path
+):
+    sources = [source for source, _ in corpus[:6]]
+    edge = [
+        "",
+        "    ",
+        "zweihundert ünd dreißig — 日本語 ☃",
+        " ".join(sources * 20),  # far longer than max_length=32
+        sources[5],
+    ]
+    batches = [sources[:1], sources[1:6], edge]
+    served = run_bare(exported, batches, cwd=str(tmp_path))
+    for batch, (translations, scores) in zip(batches, served, strict=True):
+        expected, expected_scores = translator.translate(batch, return_scores=True)
+        assert translations == expected
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
+    # Barely trained: the translations are not all empty, so equality means something.
+    assert sum(bool(text) for text in served[1][0]) >= 3
+    translations, scores = served[2]
+    assert translations[:2] == ["", ""] and scores[:2] == [0.0, 0.0]
+    assert all(np.isfinite(scores))
+
+
+def pad_to(ids, width):
+    return np.pad(ids, [(0, 0), (0, width - ids.shape[1])], constant_values=kt.PAD_ID)
+
+
+def test_saved_model_cli_lists_the_serving_signature(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run(
+        [cli, "show", "--dir", exported, "--tag_set", "serve", "--signature_def",
+         "serving_default"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line.strip() for line in result.stdout.splitlines()]
+
+    def tensor(kind, name):
+        at = lines.index(f"{kind}['{name}'] tensor_info:")
+        return lines[at + 1], lines[at + 2]
+
+    assert [line for line in lines if line.startswith(("inputs[", "outputs["))] == [
+        "inputs['text'] tensor_info:",
+        "outputs['score'] tensor_info:",
+        "outputs['translation'] tensor_info:",
+    ]
+    assert tensor("inputs", "text") == ("dtype: DT_STRING", "shape: (-1)")
+    assert tensor("outputs", "translation") == ("dtype: DT_STRING", "shape: (-1)")
+    assert tensor("outputs", "score") == ("dtype: DT_FLOAT", "shape: (-1)")
+
+
+def test_load_translator_ids_and_logits_endpoints(translator, exported, corpus):
+    loaded = kt.load_translator(os.path.dirname(exported))  # the base path: latest version
+    assert loaded.path == exported
+    assert loaded.tokenizer.proto == translator.tokenizer.proto  # the asset travelled
+
+    source = np.zeros((3, 12), "int32")
+    for row, ids in enumerate(translator.encode([s for s, _ in corpus[:3]])):
+        source[row, : len(ids)] = ids
+    sequences, scores = loaded.translate_ids(source)
+    expected, expected_scores = translator.translate_ids(source)
+    # Both end in EOS then PAD; the SavedModel pads the source to a bucket first.
+    width = max(sequences.shape[1], expected.shape[2])
+    np.testing.assert_array_equal(pad_to(sequences, width), pad_to(expected[:, 0], width))
+    np.testing.assert_allclose(scores, expected_scores[:, 0], atol=1e-4)
+
+    target = np.concatenate([np.full((3, 1), kt.BOS_ID, "int32"), source[:, :-1]], axis=1)
+    logits = loaded.logits(source, target)
+    model_logits = translator.model({ENCODER_INPUT: source, DECODER_INPUT: target})
+    np.testing.assert_allclose(logits, to_numpy(model_logits), atol=1e-4)
+
+
+def test_versions_are_never_overwritten(translator, exported):
+    base = os.path.dirname(exported)
+    before = open(os.path.join(exported, "saved_model.pb"), "rb").read()
+    with pytest.raises(FileExistsError, match=r"1 exists; TF Serving versions are never"):
+        kt.export_saved_model(translator, base, version=1)
+    assert open(os.path.join(exported, "saved_model.pb"), "rb").read() == before
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        kt.export_saved_model(translator, base, version=0)
+
+
+def test_a_failed_export_leaves_no_version_behind(translator, exported, monkeypatch):
+    base = os.path.dirname(exported)
+
+    def crash(*args):
+        out = [arg for arg in args if isinstance(arg, str)][-1]
+        os.makedirs(os.path.join(out, "variables"))
+        open(os.path.join(out, "saved_model.pb"), "wb").write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "_write_saved_model", crash)
+    monkeypatch.setattr(export_module, "_export_files", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        kt.export_saved_model(translator, base)
+    assert sorted(os.listdir(base)) == ["1"]  # no "2", no temporary directory
+
+
+def test_load_translator_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No SavedModel directory at"):
+        kt.load_translator(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        kt.load_translator(str(tmp_path))
