@@ -1,0 +1,89 @@
+"""Pictures: learning curves and attention maps as PNG (paper Figures 3 to 5).
+
+matplotlib draws off screen (the Agg backend); nothing here needs a display.
+"""
+
+import csv
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curve(history_csv, png_path):
+    """Training and validation loss, and validation BLEU, against steps and minutes.
+
+    Args:
+        history_csv: the `CSVLogger` file `train()` writes (`logs/history.csv`),
+            with `step`, `minutes`, `loss` and, when validating, `val_loss`
+            and `val_bleu` columns.
+        png_path: str. Where to write the PNG.
+    """
+    with open(history_csv, encoding="utf-8") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("step")]
+    if not rows:
+        return None
+
+    def column(name):
+        return [float(row[name]) if row.get(name) not in (None, "") else None for row in rows]
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for col, (x_name, x_label) in enumerate((("step", "step"), ("minutes", "minutes"))):
+        x = column(x_name)
+        loss_axis, bleu_axis = axes[0][col], axes[1][col]
+        for name, label in (("loss", "training loss"), ("val_loss", "validation loss")):
+            points = [(a, b) for a, b in zip(x, column(name), strict=True) if b is not None]
+            if points:
+                loss_axis.plot(*zip(*points, strict=True), marker="o", label=label)
+        loss_axis.set_xlabel(x_label)
+        loss_axis.set_ylabel("label-smoothed cross-entropy")
+        loss_axis.legend()
+        points = [(a, b) for a, b in zip(x, column("val_bleu"), strict=True) if b is not None]
+        if points:
+            bleu_axis.plot(*zip(*points, strict=True), marker="o", color="tab:green")
+        bleu_axis.set_xlabel(x_label)
+        bleu_axis.set_ylabel("validation BLEU (greedy, sample)")
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return png_path
+
+
+def plot_attention(weights, source_tokens, target_tokens, png_path, title=None):
+    """Attention maps, one panel per head, as in the paper's Figures 3 to 5.
+
+    Args:
+        weights: array `(heads, T, S)`: attention of target positions
+            (rows) over source positions (columns).
+        source_tokens, target_tokens: lists of str, the axis labels.
+        png_path: str.
+    """
+    import numpy as np
+
+    weights = np.asarray(weights)
+    heads = weights.shape[0]
+    columns = min(heads, 4)
+    rows = -(-heads // columns)
+    plt = _pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for head in range(rows * columns):
+        axis = axes[head // columns][head % columns]
+        if head >= heads:
+            axis.axis("off")
+            continue
+        axis.imshow(weights[head, : len(target_tokens), : len(source_tokens)], cmap="viridis")
+        axis.set_xticks(range(len(source_tokens)), source_tokens, rotation=90, fontsize=7)
+        axis.set_yticks(range(len(target_tokens)), target_tokens, fontsize=7)
+        axis.set_title(f"head {head + 1}", fontsize=9)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return png_path
