@@ -29,8 +29,22 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check keras_transformer tests benchmarks examples
 
+# The built-in number-words corpus, English -> German: train, score, export, check.
+DEMO_BACKEND ?= jax
+DEMO_WORKDIR ?= runs/number-words-en-de
+DEMO_EXPORT ?= saved_models/number-words-en-de
+KT := TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m keras_transformer
+
 demo: $(VENV)/.installed
-	@echo "make demo: not yet -- it lands with the CLI and the built-in corpus (see README, Status)."
+	$(KT) train --backend $(DEMO_BACKEND) --corpus number-words:de --workdir $(DEMO_WORKDIR) \
+	  --preset tiny --vocab-size 1000 --set hidden_dim=128 --set intermediate_dim=512 \
+	  --set warmup_steps=1000 --set max_tokens=2048 --epochs 4 --checkpoint-every 250 \
+	  --average-last 3
+	$(KT) evaluate --backend $(DEMO_BACKEND) --workdir $(DEMO_WORKDIR) --corpus number-words:de \
+	  --examples 5
+	$(KT) export --workdir $(DEMO_WORKDIR) --out $(DEMO_EXPORT) --check \
+	  --check-text "forty-two thousand, one hundred and seven" \
+	  --check-text "nine hundred and ninety-nine"
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py

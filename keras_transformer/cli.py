@@ -110,10 +110,14 @@ def build_parser():
         action="store_true",
         help="load the export in a fresh TensorFlow process and translate",
     )
+    export.add_argument(
+        "--check-text", action="append", metavar="TEXT", help="a sentence for --check (repeatable)"
+    )
     return parser
 
 
 def decoding_arguments(sub):
+    sub.add_argument("--no-jit", action="store_true", help="do not compile the search with XLA")
     sub.add_argument("--beam-size", type=int, help="default: config.json's decoding.beam_size")
     sub.add_argument("--length-penalty", type=float)
     sub.add_argument("--batch-size", type=int, default=64)
@@ -239,6 +243,7 @@ def load_translator(args):
         ),
         max_extra_length=decoding.max_extra_length,
         batch_size=args.batch_size,
+        jit_compile=not args.no_jit,
     )
 
 
@@ -283,6 +288,12 @@ def evaluate(args):
         print(f"{source}\n  -> {hypothesis}\n     (reference: {reference})")
     scores = score(hypotheses, [reference for _, reference in pairs])
     print("\n".join(scores.lines()))
+    short = sum(len(reference.split()) < 4 for _, reference in pairs) / len(pairs)
+    if short > 0.5:
+        print(
+            f"note: {short:.0%} of the references have fewer than 4 words, and BLEU counts "
+            "word 4-grams: it says little here; chrF and exact match do."
+        )
     print(f"hypotheses: {output}")
     return scores
 
@@ -306,7 +317,7 @@ def export(args):
     )
     print(f"Exported {directory}")
     if args.check:
-        check_export(directory)
+        check_export(directory, args.check_text or ["Hello, world.", ""])
 
 
 CHECK = """
@@ -314,11 +325,11 @@ import sys, tensorflow as tf, tensorflow_text
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = serve(text=tf.constant(sys.argv[2:]))
 for text, translation in zip(sys.argv[2:], out["translation"].numpy()):
-    print(f"  {text} -> {translation.decode('utf-8')}")
+    print(f"  {text!r} -> {translation.decode('utf-8')!r}")
 """
 
 
-def check_export(directory, texts=("one", "twenty-two", "three hundred and five")):
+def check_export(directory, texts):
     """Loads the export in a fresh process with only tensorflow and tensorflow_text."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(

@@ -106,12 +106,22 @@ class _Checkpoints(keras.callbacks.Callback):
         step = _step(self.model)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.nan_step = step
-            self.model.stop_training = True
+            self.stop(step)
         elif step % self.every == 0:
             self.save(step)
 
+    def stop(self, step):
+        self.nan_step = step
+        self.model.stop_training = True
+
     def save(self, step):
+        # A finite loss was computed before this step's update: check the
+        # weights themselves, so a checkpoint is never one of NaNs.
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
+            return self.stop(step)
+        self._write(step)
+
+    def _write(self, step):
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, f"ckpt-{step}.weights.h5")
         temporary = os.path.join(self.directory, f"tmp-{os.getpid()}-ckpt-{step}.weights.h5")
@@ -136,10 +146,11 @@ class _StopAt(keras.callbacks.Callback):
 
 
 class _Validation(keras.callbacks.Callback):
-    """Adds `step`, `minutes` and `val_bleu` (greedy, on a sample) to each epoch's logs."""
+    """Adds `step`, `minutes`, `val_bleu` and `val_chrf` (greedy, on a sample) to the logs."""
 
-    def __init__(self, tokenizer, pairs, minutes_before):
+    def __init__(self, tokenizer, pairs, minutes_before, jit_compile):
         super().__init__()
+        self.jit_compile = jit_compile
         self.tokenizer, self.pairs = tokenizer, pairs
         self.began = time.monotonic() - 60 * minutes_before
         self.translator = None
@@ -153,9 +164,12 @@ class _Validation(keras.callbacks.Callback):
         logs["minutes"] = (time.monotonic() - self.began) / 60
         if self.pairs:
             if self.translator is None:
-                self.translator = Translator(self.model, self.tokenizer, beam_size=1)
+                self.translator = Translator(
+                    self.model, self.tokenizer, beam_size=1, jit_compile=self.jit_compile
+                )
             hypotheses = self.translator.translate([source for source, _ in self.pairs])
-            logs["val_bleu"] = score(hypotheses, [target for _, target in self.pairs]).bleu
+            scores = score(hypotheses, [target for _, target in self.pairs])
+            logs["val_bleu"], logs["val_chrf"] = scores.bleu, scores.chrf
 
 
 def train(
@@ -244,7 +258,7 @@ def train(
         _fit(
             model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, total,
             steps_per_epoch, time_budget, checkpoint_every, keep_checkpoints,
-            validation_sample, minutes_before, verbose,
+            validation_sample, minutes_before, verbose, jit_compile,
         )  # fmt: skip
     save_model(model, workdir)
     return model
@@ -252,7 +266,7 @@ def train(
 
 def _fit(model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, total,
          steps_per_epoch, time_budget, checkpoint_every, keep_checkpoints, validation_sample,
-         minutes_before, verbose):  # fmt: skip
+         minutes_before, verbose, jit_compile):  # fmt: skip
     saver = _Checkpoints(workdir, checkpoint_every, keep_checkpoints)
     sample = list(valid_pairs or [])[:validation_sample]
     logs = workdirs.path(workdir, workdirs.LOGS)
@@ -260,7 +274,9 @@ def _fit(model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, 
     callbacks = [
         saver,
         _StopAt(total, 60 * time_budget if time_budget else None),
-        _Validation(tokenizer, sample, minutes_before),  # before the loggers: they see val_bleu
+        _Validation(
+            tokenizer, sample, minutes_before, jit_compile
+        ),  # before the loggers: they see val_bleu
         keras.callbacks.CSVLogger(os.path.join(logs, "history.csv"), append=True),
         keras.callbacks.TensorBoard(logs),
     ]
@@ -285,17 +301,24 @@ def _fit(model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, 
             verbose=verbose,
         )
     if saver.nan_step is not None:
-        good = checkpoints(workdir)
-        where = f"{good[-1][1]} (step {good[-1][0]})" if good else "none yet"
-        raise TrainingError(
-            f"The loss became NaN at step {saver.nan_step}; training stopped. The last good "
-            f"checkpoint is {where}. Lower training.learning_rate_scale or raise "
-            f"training.warmup_steps, then rerun: training resumes from that checkpoint."
-        )
+        raise _nan_error(workdir, saver.nan_step)
     step = _step(model)
     if not checkpoints(workdir) or checkpoints(workdir)[-1][0] != step:
         saver.save(step)
     _plot(workdir)
+    if saver.nan_step is not None:
+        raise _nan_error(workdir, saver.nan_step)
+
+
+def _nan_error(workdir, step):
+    good = checkpoints(workdir)
+    where = f"{good[-1][1]} (step {good[-1][0]})" if good else "none yet"
+    return TrainingError(
+        f"The loss (or the weights) became NaN at step {step}; training stopped and "
+        f"model.keras was not written. The last good checkpoint is {where}. Lower "
+        f"training.learning_rate_scale or raise training.warmup_steps, then rerun: training "
+        f"resumes from that checkpoint."
+    )
 
 
 def _minutes_logged(workdir):
@@ -305,8 +328,17 @@ def _minutes_logged(workdir):
     if not os.path.isfile(history):
         return 0.0
     with open(history, encoding="utf-8") as file:
-        rows = [row for row in csv.DictReader(file) if row.get("minutes")]
-    return float(rows[-1]["minutes"]) if rows else 0.0
+        minutes = [_number(row.get("minutes")) for row in csv.DictReader(file)]
+    minutes = [value for value in minutes if value is not None]
+    return minutes[-1] if minutes else 0.0
+
+
+def _number(text):
+    """A CSVLogger cell as a float; None for "NA" (a key missing that epoch) or blank."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _plot(workdir):

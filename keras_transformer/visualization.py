@@ -25,12 +25,18 @@ def plot_learning_curve(history_csv, png_path):
         png_path: str. Where to write the PNG.
     """
     with open(history_csv, encoding="utf-8") as file:
-        rows = [row for row in csv.DictReader(file) if row.get("step")]
+        rows = list(csv.DictReader(file))
     if not rows:
         return None
 
     def column(name):
-        return [float(row[name]) if row.get(name) not in (None, "") else None for row in rows]
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row.get(name)))
+            except (TypeError, ValueError):  # "NA": the key was missing that epoch
+                values.append(None)
+        return values
 
     plt = _pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
@@ -38,17 +44,19 @@ def plot_learning_curve(history_csv, png_path):
         x = column(x_name)
         loss_axis, bleu_axis = axes[0][col], axes[1][col]
         for name, label in (("loss", "training loss"), ("val_loss", "validation loss")):
-            points = [(a, b) for a, b in zip(x, column(name), strict=True) if b is not None]
+            points = [(a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)]
             if points:
                 loss_axis.plot(*zip(*points, strict=True), marker="o", label=label)
         loss_axis.set_xlabel(x_label)
         loss_axis.set_ylabel("label-smoothed cross-entropy")
         loss_axis.legend()
-        points = [(a, b) for a, b in zip(x, column("val_bleu"), strict=True) if b is not None]
-        if points:
-            bleu_axis.plot(*zip(*points, strict=True), marker="o", color="tab:green")
+        for name, label in (("val_bleu", "BLEU"), ("val_chrf", "chrF")):
+            points = [(a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)]
+            if points:
+                bleu_axis.plot(*zip(*points, strict=True), marker="o", label=label)
         bleu_axis.set_xlabel(x_label)
-        bleu_axis.set_ylabel("validation BLEU (greedy, sample)")
+        bleu_axis.set_ylabel("validation score (greedy, sample)")
+        bleu_axis.legend()
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)

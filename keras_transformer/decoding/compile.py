@@ -7,10 +7,11 @@ The one place that names backends in decoding: Keras has no public
 import keras
 
 
-def compile_search(fn, model):
+def compile_search(fn, model, jit_compile=True):
     """Compiles `fn(encoder_token_ids, row_limits, max_length)`; `max_length` is a Python int.
 
-    - TensorFlow: `tf.function(jit_compile=True)`, one XLA program per shape.
+    - TensorFlow: `tf.function(jit_compile=True)`, one XLA program per shape
+      (`jit_compile=False`: a plain graph, quicker to build, slower to run).
     - JAX: `jax.jit` over the model's variables passed as arguments through a
       `keras.StatelessScope`, so weights are inputs, not baked-in constants.
     - PyTorch: eager under `torch.no_grad()`; `torch.compile` fails on Keras
@@ -20,7 +21,7 @@ def compile_search(fn, model):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        return tf.function(fn, jit_compile=jit_compile)
     if backend == "jax":
         import jax
 

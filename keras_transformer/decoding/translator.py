@@ -75,6 +75,8 @@ class Translator(TextTranslator):
         length_penalty: float. alpha, 0.6 in the paper.
         max_extra_length: int. Output length limit: input length + 50.
         batch_size: int. Sentences per search, at most.
+        jit_compile: bool. XLA on TensorFlow (JAX always compiles; PyTorch
+            runs eagerly). False builds faster, which suits a few sentences.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Translator(TextTranslator):
         length_penalty=0.6,
         max_extra_length=50,
         batch_size=64,
+        jit_compile=True,
     ):
         if beam_size < 1 or max_extra_length < 1 or batch_size < 1:
             raise ValueError(
@@ -98,7 +101,7 @@ class Translator(TextTranslator):
         self.length_penalty = length_penalty
         self.max_extra_length = max_extra_length
         self.batch_size = batch_size
-        self._search = compile_search(self.search_batch, model)
+        self._search = compile_search(self.search_batch, model, jit_compile)
 
     @property
     def decoding_config(self):

@@ -1,0 +1,204 @@
+"""The command line end to end: train, resume after a kill, translate, evaluate, average, export.
+
+Training runs in-process through `cli.main` (the current backend), except the
+resume test, which kills a real `keras-transformer train` process.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transformer as kt
+from keras_transformer import cli, training
+from keras_transformer import workdir as workdirs
+
+# XLA builds slowly for a handful of steps on TensorFlow; JAX runs eagerly far
+# slower than it compiles, and PyTorch always runs eagerly.
+NO_JIT = ["--no-jit"] if keras.backend.backend() == "tensorflow" else []
+TINY = [*NO_JIT, "--preset", "tiny", "--vocab-size", "100", "--set", "model.max_length=32",
+        "--set", "max_tokens=256", "--set", "dropout=0.0", "--set", "warmup_steps=10"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Number words in files, as a user would bring them."""
+    directory = tmp_path_factory.mktemp("corpus")
+    files = {}
+    for split, size in (("train", 300), ("valid", 20), ("test", 12)):
+        pairs = kt.data.number_words(split, "de", size=size, seed=2)
+        for side, index in (("en", 0), ("de", 1)):
+            path = directory / f"{split}.{side}"
+            path.write_text("".join(f"{pair[index]}\n" for pair in pairs), encoding="utf-8")
+            files[f"{split}.{side}"] = str(path)
+    return files
+
+
+def main(*args):
+    return cli.main([str(arg) for arg in args])
+
+
+def weights(path):
+    return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
+
+
+def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys):
+    work = tmp_path / "run"
+    status = main(
+        "train", "--src", corpus["train.en"], "--tgt", corpus["train.de"],
+        "--valid-src", corpus["valid.en"], "--valid-tgt", corpus["valid.de"],
+        "--workdir", work, *TINY, "--max-steps", 6, "--checkpoint-every", 3,
+    )  # fmt: skip
+    assert status == 0
+    assert [step for step, _ in training.checkpoints(str(work))] == [3, 6]
+    configs = workdirs.read_config(str(work))
+    assert configs["model"].max_length == 32 and configs["training"].warmup_steps == 10
+    history = (work / "logs" / "history.csv").read_text().splitlines()
+    assert "val_bleu" in history[0] and "val_loss" in history[0] and len(history) > 1
+    assert (work / "logs" / "learning_curve.png").stat().st_size > 1000
+
+    hypotheses = tmp_path / "test.hyp"
+    assert main("translate", "--workdir", work, "--input", corpus["test.en"],
+                "--output", hypotheses, "--beam-size", 2, *NO_JIT) == 0  # fmt: skip
+    assert len(hypotheses.read_text(encoding="utf-8").splitlines()) == 12
+    capsys.readouterr()
+    assert main("evaluate", "--workdir", work, "--src", corpus["test.en"],
+                "--ref", corpus["test.de"], "--beam-size", 2, *NO_JIT) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "BLEU" in printed and "nrefs:1|case:mixed|eff:no|tok:13a" in printed
+    assert "chrF" in printed and "exact match" in printed
+    # Two computations of the same translations: `translate` and `evaluate`.
+    evaluated = work / "test.en.hyp"
+    assert evaluated.read_text(encoding="utf-8") == hypotheses.read_text(encoding="utf-8")
+
+    before = weights(str(work / "model.keras"))
+    assert main("average", "--workdir", work, "--last", 2) == 0
+    after = weights(str(work / "model.keras"))
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+    out = tmp_path / "saved_models" / "numbers"
+    assert main("export", "--workdir", work, "--out", out) == 0
+    assert (out / "1" / "saved_model.pb").is_file()
+    loaded = kt.load_translator(str(out)).translate(["seven", ""])
+    assert isinstance(loaded[0], str) and loaded[1] == ""
+
+
+def test_average_of_two_checkpoints_is_their_mean(tmp_path, tiny_config):
+    work = str(tmp_path)
+    workdirs.write_config(
+        work,
+        {"model": tiny_config, "training": kt.TrainingConfig(), "decoding": kt.DecodingConfig()},
+    )
+    model = kt.compile_model(kt.build_transformer(tiny_config))
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    hand_made = []
+    for step in (10, 20):
+        values = [rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()]
+        model.set_weights(values)
+        os.makedirs(os.path.join(work, "checkpoints"), exist_ok=True)
+        model.save_weights(os.path.join(work, "checkpoints", f"ckpt-{step}.weights.h5"))
+        hand_made.append(values)
+    assert main("average", "--workdir", work, "--last", 2) == 0
+    for got, a, b in zip(weights(os.path.join(work, "model.keras")), *hand_made, strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-6)
+
+
+def train_command(corpus, work, max_steps):
+    return [sys.executable, "-m", "keras_transformer", "train", "--src", corpus["train.en"],
+            "--tgt", corpus["train.de"], "--workdir", str(work), *TINY,
+            "--max-steps", str(max_steps), "--checkpoint-every", "2"]  # fmt: skip
+
+
+def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": keras.backend.backend()}
+    steps = 10
+    whole = subprocess.run(
+        train_command(corpus, tmp_path / "whole", steps), env=env, capture_output=True, text=True
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    work = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(corpus, work, steps), env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not training.checkpoints(str(work)) and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    reached = training.checkpoints(str(work))[-1][0]
+    assert reached < steps and not (work / "model.keras").exists()
+
+    resumed = subprocess.run(
+        train_command(corpus, work, steps), env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(step {reached})" in resumed.stdout
+    assert training.checkpoints(str(work))[-1][0] == steps
+    # Same seed, same data order, dropout 0: the very same model.
+    for a, b in zip(weights(str(work / "model.keras")),
+                    weights(str(tmp_path / "whole" / "model.keras")), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
+    work = tmp_path / "nan"
+    status = main(
+        "train", "--src", corpus["train.en"], "--tgt", corpus["train.de"], "--workdir", work,
+        *TINY, "--set", "learning_rate_scale=1e30", "--max-steps", 8, "--checkpoint-every", 1,
+    )  # fmt: skip
+    assert status == 1
+    assert "became NaN at step" in capsys.readouterr().err
+    assert not (work / "model.keras").exists()
+    for _, path in training.checkpoints(str(work)):
+        model = kt.compile_model(kt.build_transformer(workdirs.read_config(str(work))["model"]))
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsys):
+    def fails(*args, says):
+        assert main(*args) == 2
+        assert says in capsys.readouterr().err
+
+    work = tmp_path / "run"
+    data = ["--src", corpus["train.en"], "--tgt", corpus["train.de"], "--workdir", work]
+    fails("train", "--src", tmp_path / "missing.en", "--tgt", corpus["train.de"],
+          "--workdir", work, "--max-steps", 1, says="missing.en")  # fmt: skip
+    short = tmp_path / "short.de"
+    short.write_text("eins\nzwei\n", encoding="utf-8")
+    fails("train", "--src", corpus["train.en"], "--tgt", short, "--workdir", work,
+          "--max-steps", 1, says="short.de")  # fmt: skip
+    fails("train", *data, *TINY, "--set", "model.colour=blue", "--max-steps", 1,
+          says="'colour'")  # fmt: skip
+    fails("train", *data, *TINY, "--set", "warmup_steps=soon", "--max-steps", 1,
+          says="warmup_steps='soon'")  # fmt: skip
+    assert not work.exists()  # nothing was written by the refused commands
+
+    fails("translate", "--workdir", work, says="is not a work directory")
+    workdirs.write_config(
+        str(work),
+        {"model": kt.TransformerConfig.tiny(100), "training": kt.TrainingConfig(),
+         "decoding": kt.DecodingConfig()},
+    )  # fmt: skip
+    config_before = (work / "config.json").read_text()
+    fails("train", *data, *TINY, "--max-steps", 1, says="model.max_length: 64 -> 32")
+    assert (work / "config.json").read_text() == config_before
+    fails("translate", "--workdir", work, says="model.keras is missing")
+
+    output = tmp_path / "keep.txt"
+    output.write_text("mine\n")
+    fails("translate", "--workdir", work, "--input", corpus["test.en"], "--output", output,
+          says="keep.txt exists")  # fmt: skip
+    assert output.read_text() == "mine\n"
+    assert json.loads(config_before)["model"]["hidden_dim"] == 32
