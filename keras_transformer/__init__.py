@@ -11,7 +11,7 @@ from keras_transformer.schedules import TransformerSchedule
 from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from keras_transformer.training import compile_model, create_optimizer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BOS_ID",

@@ -173,6 +173,38 @@ class Transformer(keras.Model):
             y = self.decoder_output_layer_norm(y)
         return self._logits(y)
 
+    def attention_scores(self, encoder_token_ids, decoder_token_ids):
+        """Teacher-forced attention probabilities, for plotting (paper Figures 3 to 5).
+
+        Runs the same layers as `call` (inference mode) and keeps every
+        layer's attention weights.
+
+        Returns:
+            A dict of lists, one entry per layer: "encoder_self_attention"
+            `(B, h, S, S)`, "decoder_self_attention" `(B, h, T, T)` and
+            "cross_attention" `(B, h, T, S)`.
+        """
+        scores = {"encoder_self_attention": [], "decoder_self_attention": [], "cross_attention": []}
+        encoder_padding_mask = padding_mask(encoder_token_ids)
+        x = self._embed(encoder_token_ids, "encoder")
+        for layer in self.encoder_layers:
+            x, weights = layer(x, padding_mask=encoder_padding_mask, return_attention_scores=True)
+            scores["encoder_self_attention"].append(weights)
+        if self.config.normalize_first:
+            x = self.encoder_output_layer_norm(x)
+        y = self._embed(decoder_token_ids, "decoder")
+        for layer in self.decoder_layers:
+            y, weights = layer(
+                y,
+                x,
+                decoder_padding_mask=padding_mask(decoder_token_ids),
+                encoder_padding_mask=encoder_padding_mask,
+                return_attention_scores=True,
+            )
+            scores["decoder_self_attention"].append(weights["self_attention"])
+            scores["cross_attention"].append(weights["cross_attention"])
+        return scores
+
     def initialize_cache(self, encoder_output, encoder_padding_mask, max_length):
         """The decoding cache for `max_length` target positions.
 

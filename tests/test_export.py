@@ -13,11 +13,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import to_numpy, train_briefly
 
 import keras_transformer as kt
 from keras_transformer import export as export_module
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
-from tests.helpers import to_numpy, train_briefly
 
 # A fresh interpreter that imports only tensorflow and tensorflow_text, then
 # forbids Keras and this project, loads the SavedModel and translates.

@@ -252,3 +252,21 @@ def test_bad_inputs_say_what_was_expected(model, batch, make_inputs, message):
 def test_config_type_is_checked():
     with pytest.raises(TypeError, match="TransformerConfig or dict. Received: int"):
         kt.Transformer(3)
+
+
+def test_attention_scores_are_distributions_that_respect_the_masks(tiny_config):
+    model = kt.build_transformer(tiny_config)
+    rng = np.random.default_rng(0)
+    source = random_ids(rng, 2, 7, tiny_config.vocab_size, pad_tail=2)
+    target = random_ids(rng, 2, 5, tiny_config.vocab_size)
+    scores = {
+        k: [to_numpy(w) for w in v] for k, v in model.attention_scores(source, target).items()
+    }
+    layers = tiny_config.num_layers
+    assert [len(v) for v in scores.values()] == [layers] * 3
+    cross = scores["cross_attention"][-1]
+    assert cross.shape == (2, tiny_config.num_heads, 5, 7)
+    np.testing.assert_allclose(cross.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(cross[..., -2:]).max() < 1e-6  # never on source padding
+    causal = scores["decoder_self_attention"][0]
+    assert np.abs(np.triu(causal, k=1)).max() < 1e-6  # never on a later target token
