@@ -93,13 +93,13 @@ def export_saved_model(translator_or_workdir, path, version=None, jit_compile=Fa
     return target
 
 
+def _versions(path):
+    """The numeric version directories TF Serving would see under `path`."""
+    return [int(name) for name in os.listdir(path) if name.isdigit()] if os.path.isdir(path) else []
+
+
 def _next_version(path):
-    versions = [int(name) for name in _listdir(path) if name.isdigit()]
-    return max(versions, default=0) + 1
-
-
-def _listdir(path):
-    return os.listdir(path) if os.path.isdir(path) else []
+    return max(_versions(path), default=0) + 1
 
 
 def _check_version(version):
@@ -294,7 +294,7 @@ def load_translator(path):
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No SavedModel directory at {path}")
-    versions = [int(name) for name in _listdir(path) if name.isdigit()]
+    versions = _versions(path)
     if not os.path.exists(os.path.join(path, "saved_model.pb")) and versions:
         path = os.path.join(path, str(max(versions)))
     if not os.path.exists(os.path.join(path, "saved_model.pb")):

@@ -43,20 +43,22 @@ def plot_learning_curve(history_csv, png_path):
     for col, (x_name, x_label) in enumerate((("step", "step"), ("minutes", "minutes"))):
         x = column(x_name)
         loss_axis, bleu_axis = axes[0][col], axes[1][col]
-        for name, label in (("loss", "training loss"), ("val_loss", "validation loss")):
-            points = [(a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)]
-            if points:
-                loss_axis.plot(*zip(*points, strict=True), marker="o", label=label)
-        loss_axis.set_xlabel(x_label)
-        loss_axis.set_ylabel("label-smoothed cross-entropy")
-        loss_axis.legend()
-        for name, label in (("val_bleu", "BLEU"), ("val_chrf", "chrF")):
-            points = [(a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)]
-            if points:
-                bleu_axis.plot(*zip(*points, strict=True), marker="o", label=label)
-        bleu_axis.set_xlabel(x_label)
-        bleu_axis.set_ylabel("validation score (greedy, sample)")
-        bleu_axis.legend()
+        panels = (
+            (loss_axis, "label-smoothed cross-entropy",
+             (("loss", "training loss"), ("val_loss", "validation loss"))),
+            (bleu_axis, "validation score (greedy, sample)",
+             (("val_bleu", "BLEU"), ("val_chrf", "chrF"))),
+        )  # fmt: skip
+        for axis, y_label, curves in panels:
+            for name, label in curves:
+                points = [
+                    (a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)
+                ]
+                if points:
+                    axis.plot(*zip(*points, strict=True), marker="o", label=label)
+            axis.set_xlabel(x_label)
+            axis.set_ylabel(y_label)
+            axis.legend()
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
