@@ -1,0 +1,439 @@
+"""Translation quality on real corpora: the paper's recipe against the keras.io recipe.
+
+Every run trains for the same wall-clock budget on this machine, in its own
+subprocess, then translates the task's test split and scores it with
+detokenized, case-sensitive sacreBLEU and chrF.
+
+Tasks (from `--data`, default `../shared/data`):
+
+- `multi30k-en-de`, `multi30k-de-en`: Multi30k task 1, scored on `test2016`;
+- `tatoeba-en-es`: the Tatoeba/Anki English-Spanish pairs, scored on `test`.
+
+Runs:
+
+- `ours`: the paper's recipe (`small` preset, one joint BPE vocabulary shared
+  by both sides and the output projection, label smoothing 0.1, the warmup
+  schedule, beam 4 with alpha 0.6, the last checkpoints averaged). It is also
+  scored with greedy search and with the last checkpoint alone: two ablations
+  at no extra training cost.
+- `peer`: the recipe of the keras.io example "English-to-Spanish translation
+  with a sequence-to-sequence Transformer" in its keras-hub form, written
+  anew here: one WordPiece vocabulary per language (of the same size as
+  ours), `TokenAndPositionEmbedding`, one `TransformerEncoder` and one
+  `TransformerDecoder` (256 wide, 8 heads, 2048 feed-forward), dropout 0.5
+  before a softmax layer, RMSprop, batches of 64 pairs cut to 40 tokens,
+  greedy decoding with keras-hub's `GreedySampler`. Unlike the example, the
+  text keeps its case (the scores are case-sensitive) and each translation
+  is cut at its first end token.
+- `no-smoothing`, `pre-ln`, `untied`: `ours` with label smoothing 0,
+  pre-layer normalization, or separate source, target and output embeddings.
+
+Results go to `--out` (default `runs/quality`): one folder per task and run
+with `result.json`, the hypotheses, the training log and the learning curve
+(`learning_curve.png`: validation loss and greedy BLEU against steps and
+minutes). A run whose `result.json` exists for the same budget is not
+repeated, so the matrix can be filled in over several invocations. The
+table at the end gives each run's scores and, per task, the ablations as
+BLEU deltas and the ratio to the peer.
+
+    .venv/bin/python benchmarks/quality.py --budget 60
+    .venv/bin/python benchmarks/quality.py --budget 15 --tasks multi30k-en-de --runs ours,peer
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import print_table  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    folder: str
+    source: str
+    target: str
+    test: str
+
+
+TASKS = {
+    "multi30k-en-de": Task("multi30k", "en", "de", "test2016"),
+    "multi30k-de-en": Task("multi30k", "de", "en", "test2016"),
+    "tatoeba-en-es": Task("tatoeba-anki-spa-eng", "en", "es", "test"),
+}
+
+# What `ours` sets beyond the `small` preset and the paper's defaults: a CPU
+# step holds about 2,000 target tokens (the paper: 25,000 on 8 GPUs), so a
+# budget of an hour is about 3,000 steps and the warmup is shortened to fit.
+RECIPE = ["training.max_tokens=2048", "training.warmup_steps=800"]
+ABLATIONS = {
+    "no-smoothing": ["training.label_smoothing=0"],
+    "pre-ln": ["model.normalize_first=true"],
+    "untied": ["model.share_embeddings=false"],
+}
+RUNS = ("ours", "peer", *ABLATIONS)
+
+PEER = dict(
+    embed_dim=256, intermediate_dim=2048, num_heads=8, dropout=0.5, batch_size=64, max_length=40
+)
+PEER_RESERVED = ["[PAD]", "[UNK]", "[START]", "[END]"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=os.path.join("..", "shared", "data"))
+    parser.add_argument("--out", default=os.path.join("runs", "quality"))
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated")
+    parser.add_argument("--budget", type=float, default=60.0, help="training minutes per run")
+    parser.add_argument("--backend", default="jax")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--average-last", type=int, default=5)
+    parser.add_argument("--test-size", type=int, help="score only the first N test pairs")
+    parser.add_argument("--rerun", action="store_true", help="repeat runs that have results")
+    parser.add_argument("--worker", nargs=2, metavar=("TASK", "RUN"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name, known in (("tasks", TASKS), ("runs", RUNS)):
+        chosen = [item for item in getattr(args, name).split(",") if item]
+        unknown = [item for item in chosen if item not in known]
+        if unknown:
+            parser.error(f"unknown --{name} {unknown}; choose from {list(known)}")
+        setattr(args, name, chosen)
+    return args
+
+
+def split_files(args, task, split):
+    folder = os.path.join(args.data, task.folder)
+    return [os.path.join(folder, f"{split}.{lang}") for lang in (task.source, task.target)]
+
+
+def read_split(args, task, split):
+    from keras_transformer.data import read_parallel
+
+    return read_parallel(*split_files(args, task, split))
+
+
+def evaluate(directory, name, translate, pairs):
+    """Translates the test sources, writes `name.hyp`, returns BLEU, chrF and seconds."""
+    from keras_transformer.evaluation import score
+
+    began = time.monotonic()
+    hypotheses = translate([source for source, _ in pairs])
+    seconds = time.monotonic() - began
+    with open(os.path.join(directory, f"{name}.hyp"), "w", encoding="utf-8") as file:
+        file.writelines(f"{line}\n" for line in hypotheses)
+    scores = score(hypotheses, [target for _, target in pairs])
+    print("\n".join(f"[{name}] {line}" for line in scores.lines()), flush=True)
+    return {
+        "bleu": scores.bleu,
+        "chrf": scores.chrf,
+        "bleu_signature": scores.bleu_signature,
+        "chrf_signature": scores.chrf_signature,
+        "translate_seconds": seconds,
+    }
+
+
+# --- ours ---------------------------------------------------------------------
+
+
+def train_ours(args, task, run, directory):
+    from keras_transformer import DecodingConfig, Tokenizer, TrainingConfig, TransformerConfig
+    from keras_transformer import workdir as workdirs
+    from keras_transformer.config import apply_overrides
+    from keras_transformer.decoding import Translator
+    from keras_transformer.training import average_checkpoints, checkpoints, train
+
+    train_pairs, valid_pairs = read_split(args, task, "train"), read_split(args, task, "valid")
+    test_pairs = read_split(args, task, task.test)[: args.test_size]
+    workdir = os.path.join(directory, "workdir")
+    tokenizer = Tokenizer.train([text for pair in train_pairs for text in pair], args.vocab_size)
+    configs = {
+        "model": TransformerConfig.preset(args.preset, tokenizer.vocab_size),
+        "training": TrainingConfig(),
+        "decoding": DecodingConfig(),
+    }
+    configs = apply_overrides(configs, RECIPE + ABLATIONS.get(run, []))
+    workdirs.write_config(workdir, configs)
+    tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
+    began = time.monotonic()
+    model = train(
+        workdir, tokenizer, train_pairs, valid_pairs, time_budget=args.budget,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.average_last,
+    )  # fmt: skip
+    minutes = (time.monotonic() - began) / 60
+    found = checkpoints(workdir)
+    result = {
+        "steps": found[-1][0],
+        "train_minutes": minutes,
+        "parameters": model.count_params(),
+        "settings": RECIPE + ABLATIONS.get(run, []),
+    }
+    decoding = configs["decoding"]
+
+    def translator(beam_size):
+        return Translator(
+            model, tokenizer, beam_size=beam_size, length_penalty=decoding.length_penalty
+        ).translate
+
+    def scored_as(name, beam_size):
+        return evaluate(directory, name, translator(beam_size), test_pairs)
+
+    scored = {}
+    if run == "ours":
+        scored["last checkpoint, beam 4"] = scored_as("last-beam4", 4)
+    average_checkpoints(model, [path for _, path in found[-args.average_last :]])
+    result["averaged_steps"] = [step for step, _ in found[-args.average_last :]]
+    scored["averaged, beam 4"] = scored_as("averaged-beam4", 4)
+    if run == "ours":
+        scored["averaged, greedy"] = scored_as("averaged-greedy", 1)
+    result.update(scored.pop("averaged, beam 4"))
+    result["variants"] = scored
+    logs = workdirs.path(workdir, workdirs.LOGS)
+    shutil.copy(os.path.join(logs, "learning_curve.png"), directory)
+    shutil.copy(os.path.join(logs, "history.csv"), directory)
+    return result
+
+
+# --- the keras.io recipe --------------------------------------------------------
+
+
+def train_peer(args, task, directory):
+    import keras
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf  # tf.data and the tokenizers, as in the keras.io example
+    from keras import ops
+
+    train_pairs, valid_pairs = read_split(args, task, "train"), read_split(args, task, "valid")
+    test_pairs = read_split(args, task, task.test)[: args.test_size]
+    keras.utils.set_random_seed(1234)
+    length = PEER["max_length"]
+
+    def word_piece(texts):
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            tf.data.Dataset.from_tensor_slices(texts).batch(1000),
+            vocabulary_size=args.vocab_size,
+            reserved_tokens=PEER_RESERVED,
+        )
+        return keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary)
+
+    source_tokenizer = word_piece([source for source, _ in train_pairs])
+    target_tokenizer = word_piece([target for _, target in train_pairs])
+    pad, start, end = (target_tokenizer.token_to_id(t) for t in ("[PAD]", "[START]", "[END]"))
+    source_packer = keras_hub.layers.StartEndPacker(sequence_length=length, pad_value=pad)
+    target_packer = keras_hub.layers.StartEndPacker(
+        sequence_length=length + 1, start_value=start, end_value=end, pad_value=pad
+    )
+
+    def preprocess(sources, targets):
+        targets = target_packer(target_tokenizer(targets))
+        inputs = {"encoder_inputs": source_packer(source_tokenizer(sources))}
+        inputs["decoder_inputs"] = targets[:, :-1]
+        return inputs, targets[:, 1:]
+
+    def dataset(pairs, shuffle):
+        data = tf.data.Dataset.from_tensor_slices(
+            ([source for source, _ in pairs], [target for _, target in pairs])
+        )
+        if shuffle:
+            data = data.shuffle(len(pairs), seed=1234)
+        data = data.batch(PEER["batch_size"]).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        return data.prefetch(tf.data.AUTOTUNE)
+
+    width = PEER["embed_dim"]
+    layer_args = dict(intermediate_dim=PEER["intermediate_dim"], num_heads=PEER["num_heads"])
+    encoder_inputs = keras.Input(shape=(None,), dtype="int32", name="encoder_inputs")
+    decoder_inputs = keras.Input(shape=(None,), dtype="int32", name="decoder_inputs")
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        source_tokenizer.vocabulary_size(), length, width, mask_zero=True
+    )(encoder_inputs)
+    encoded = keras_hub.layers.TransformerEncoder(**layer_args)(x)
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        target_tokenizer.vocabulary_size(), length, width, mask_zero=True
+    )(decoder_inputs)
+    x = keras_hub.layers.TransformerDecoder(**layer_args)(
+        decoder_sequence=x, encoder_sequence=encoded
+    )
+    x = keras.layers.Dropout(PEER["dropout"])(x)
+    outputs = keras.layers.Dense(target_tokenizer.vocabulary_size(), activation="softmax")(x)
+    model = keras.Model([encoder_inputs, decoder_inputs], outputs)
+    model.compile("rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    minutes = []
+
+    class Budget(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.began = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() - self.began > 60 * args.budget:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            minutes.append((time.monotonic() - self.began) / 60)
+            if logs is not None:
+                logs["minutes"] = minutes[-1]
+
+    history = os.path.join(directory, "history.csv")
+    began = time.monotonic()
+    model.fit(
+        dataset(train_pairs, shuffle=True), validation_data=dataset(valid_pairs, shuffle=False),
+        epochs=10**6, callbacks=[Budget(), keras.callbacks.CSVLogger(history)],
+    )  # fmt: skip
+    train_minutes = (time.monotonic() - began) / 60
+    steps = int(ops.convert_to_numpy(model.optimizer.iterations))
+
+    sampler = keras_hub.samplers.GreedySampler()
+
+    def translate(texts):
+        translations = []
+        for first in range(0, len(texts), 64):
+            encoder_ids = source_packer(source_tokenizer(tf.constant(texts[first : first + 64])))
+            encoder_ids = ops.convert_to_tensor(np.asarray(encoder_ids), "int32")
+            batch = ops.shape(encoder_ids)[0]
+            prompt = ops.concatenate(
+                [ops.full((batch, 1), start, "int32"), ops.full((batch, length - 1), pad, "int32")],
+                axis=1,
+            )
+
+            def next_token(prompt, cache, index, encoder_ids=encoder_ids):
+                probabilities = model([encoder_ids, prompt], training=False)[:, index - 1, :]
+                return probabilities, None, cache
+
+            generated = ops.convert_to_numpy(
+                sampler(next_token, prompt, index=1, stop_token_ids=[end])
+            )
+            for row in generated:
+                row = list(row[1:])
+                row = row[: row.index(end)] if end in row else row
+                ids = [token for token in row if token != pad]
+                text = target_tokenizer.detokenize(np.asarray(ids, "int32")) if ids else ""
+                translations.append(_text(text))
+        return translations
+
+    result = {"steps": steps, "train_minutes": train_minutes, "parameters": model.count_params()}
+    result.update(evaluate(directory, "greedy", translate, test_pairs))
+    result["variants"] = {}
+    from keras_transformer.visualization import plot_learning_curve
+
+    plot_learning_curve(history, os.path.join(directory, "learning_curve.png"))
+    return result
+
+
+def _text(value):
+    import numpy as np
+
+    value = np.asarray(value).item() if not isinstance(value, str) else value
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+# --- the matrix -----------------------------------------------------------------
+
+
+def worker(args):
+    task_name, run = args.worker
+    task = TASKS[task_name]
+    directory = os.path.join(args.out, task_name, run)
+    result = (
+        train_peer(args, task, directory)
+        if run == "peer"
+        else train_ours(args, task, run, directory)
+    )
+    import keras
+
+    result.update(task=task_name, run=run, budget=args.budget, backend=keras.backend.backend())
+    with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
+        json.dump(result, file, indent=1)
+
+
+def load_result(path, budget):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        result = json.load(file)
+    return result if result.get("budget") == budget else None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    missing = sorted(
+        {path for name in args.tasks for split in ("train", "valid", TASKS[name].test)
+         for path in split_files(args, TASKS[name], split) if not os.path.isfile(path)}
+    )  # fmt: skip
+    if missing:
+        print(f"SKIPPED: corpus files missing under {args.data}: {missing}")
+        return 0
+    results = {}
+    for name in args.tasks:
+        for run in args.runs:
+            directory = os.path.join(args.out, name, run)
+            result_path = os.path.join(directory, "result.json")
+            result = None if args.rerun else load_result(result_path, args.budget)
+            if result is None:
+                if os.path.isdir(directory):
+                    shutil.rmtree(directory)  # an unfinished run or another budget: start over
+                os.makedirs(directory)
+                print(f"=== {name} / {run}: {args.budget:g} minutes of training ===", flush=True)
+                command = [sys.executable, os.path.abspath(__file__), "--worker", name, run,
+                           "--data", args.data, "--out", args.out, "--budget", str(args.budget),
+                           "--vocab-size", str(args.vocab_size), "--preset", args.preset,
+                           "--checkpoint-every", str(args.checkpoint_every),
+                           "--average-last", str(args.average_last)]  # fmt: skip
+                if args.test_size:
+                    command += ["--test-size", str(args.test_size)]
+                env = {**os.environ, "KERAS_BACKEND": args.backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+                status = subprocess.run(command, env=env).returncode
+                result = load_result(result_path, args.budget)
+                if status or result is None:
+                    print(f"=== {name} / {run} failed (exit status {status})", flush=True)
+                    continue
+            results[name, run] = result
+    report(args, results)
+    return 0
+
+
+def report(args, results):
+    rows = []
+    for (name, run), result in results.items():
+        rows.append({
+            "task": name, "run": run, "minutes": result["train_minutes"], "steps": result["steps"],
+            "bleu": result["bleu"], "chrf": result["chrf"],
+        })  # fmt: skip
+    print(f"\nTest scores after {args.budget:g} minutes of training ({args.backend}):\n")
+    print_table(rows, [("task", "task"), ("run", "run"), ("minutes", "train min"),
+                       ("steps", "steps"), ("bleu", "BLEU"), ("chrf", "chrF")])  # fmt: skip
+    deltas = []
+    for name in args.tasks:
+        ours = results.get((name, "ours"))
+        if ours is None:
+            continue
+        compared = {"peer (keras.io recipe)": results.get((name, "peer"))}
+        for run in ABLATIONS:
+            compared[f"{run} instead"] = results.get((name, run))
+        for label, variant in ours["variants"].items():
+            compared[f"{label} instead"] = variant
+        for label, other in compared.items():
+            if other is not None:
+                deltas.append({"task": name, "against": label,
+                               "delta": ours["bleu"] - other["bleu"]})  # fmt: skip
+    if deltas:
+        print("\nBLEU of ours (averaged, beam 4) minus the other:\n")
+        print_table(deltas, [("task", "task"), ("against", "against"), ("delta", "BLEU delta")])
+    signatures = {result["bleu_signature"] for result in results.values()}
+    print("\n" + "\n".join(sorted(signatures)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
