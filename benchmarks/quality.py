@@ -23,8 +23,11 @@ Runs:
   `TransformerDecoder` (256 wide, 8 heads, 2048 feed-forward), dropout 0.5
   before a softmax layer, RMSprop, batches of 64 pairs cut to 40 tokens,
   greedy decoding with keras-hub's `GreedySampler`. Unlike the example, the
-  text keeps its case (the scores are case-sensitive) and each translation
-  is cut at its first end token.
+  text keeps its case (the scores are case-sensitive), the embeddings mask
+  padding (`mask_zero=True`, as the example's text advises), each
+  translation is cut at its first end token, and the spaces WordPiece puts
+  around punctuation are taken out again (`¿ Dónde` -> `¿Dónde`, `man ' s`
+  -> `man's`), so BLEU compares words, not tokenization.
 - `no-smoothing`, `pre-ln`, `untied`: `ours` with label smoothing 0,
   pre-layer normalization, or separate source, target and output embeddings.
 
@@ -34,7 +37,9 @@ with `result.json`, the hypotheses, the training log and the learning curve
 minutes). A run whose `result.json` exists for the same budget is not
 repeated, so the matrix can be filled in over several invocations. The
 table at the end gives each run's scores and, per task, the ablations as
-BLEU deltas and the ratio to the peer.
+BLEU deltas, ours minus the other. `--rescore` scores the stored
+hypotheses again (after a change to scoring or to the peer's detokenization)
+without training.
 
     .venv/bin/python benchmarks/quality.py --budget 60
     .venv/bin/python benchmarks/quality.py --budget 15 --tasks multi30k-en-de --runs ours,peer
@@ -44,6 +49,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,8 +104,13 @@ def parse_args(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a change to our recipe, for `ours` and its ablations (as in the CLI)",
+    )  # fmt: skip
     parser.add_argument("--average-last", type=int, default=5)
     parser.add_argument("--test-size", type=int, help="score only the first N test pairs")
+    parser.add_argument("--rescore", action="store_true", help="score stored hypotheses again")
     parser.add_argument("--rerun", action="store_true", help="repeat runs that have results")
     parser.add_argument("--worker", nargs=2, metavar=("TASK", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -125,22 +136,40 @@ def read_split(args, task, split):
 
 def evaluate(directory, name, translate, pairs):
     """Translates the test sources, writes `name.hyp`, returns BLEU, chrF and seconds."""
-    from keras_transformer.evaluation import score
-
     began = time.monotonic()
     hypotheses = translate([source for source, _ in pairs])
     seconds = time.monotonic() - began
     with open(os.path.join(directory, f"{name}.hyp"), "w", encoding="utf-8") as file:
         file.writelines(f"{line}\n" for line in hypotheses)
-    scores = score(hypotheses, [target for _, target in pairs])
+    return {"hypotheses": f"{name}.hyp", "translate_seconds": seconds,
+            **scored(name, hypotheses, [target for _, target in pairs])}  # fmt: skip
+
+
+def scored(name, hypotheses, references):
+    from keras_transformer.evaluation import score
+
+    scores = score(hypotheses, references)
     print("\n".join(f"[{name}] {line}" for line in scores.lines()), flush=True)
     return {
         "bleu": scores.bleu,
         "chrf": scores.chrf,
         "bleu_signature": scores.bleu_signature,
         "chrf_signature": scores.chrf_signature,
-        "translate_seconds": seconds,
     }
+
+
+def rescore(args, name, run, directory, result):
+    """Scores a run's stored hypotheses again; the peer's pass through `detokenize`."""
+    references = [target for _, target in read_split(args, TASKS[name], TASKS[name].test)]
+    references = references[: args.test_size]
+    for entry in (result, *result["variants"].values()):
+        with open(os.path.join(directory, entry["hypotheses"]), encoding="utf-8") as file:
+            hypotheses = [line.rstrip("\n") for line in file]
+        if run == "peer":
+            hypotheses = [detokenize(line) for line in hypotheses]
+        entry.update(scored(f"{name}/{run}/{entry['hypotheses']}", hypotheses, references))
+    with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
+        json.dump(result, file, indent=1)
 
 
 # --- ours ---------------------------------------------------------------------
@@ -162,7 +191,8 @@ def train_ours(args, task, run, directory):
         "training": TrainingConfig(),
         "decoding": DecodingConfig(),
     }
-    configs = apply_overrides(configs, RECIPE + ABLATIONS.get(run, []))
+    settings = RECIPE + args.set + ABLATIONS.get(run, [])
+    configs = apply_overrides(configs, settings)
     workdirs.write_config(workdir, configs)
     tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
     began = time.monotonic()
@@ -176,7 +206,7 @@ def train_ours(args, task, run, directory):
         "steps": found[-1][0],
         "train_minutes": minutes,
         "parameters": model.count_params(),
-        "settings": RECIPE + ABLATIONS.get(run, []),
+        "settings": settings,
     }
     decoding = configs["decoding"]
 
@@ -283,6 +313,7 @@ def train_peer(args, task, directory):
             minutes.append((time.monotonic() - self.began) / 60)
             if logs is not None:
                 logs["minutes"] = minutes[-1]
+                logs["step"] = int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     history = os.path.join(directory, "history.csv")
     began = time.monotonic()
@@ -318,7 +349,7 @@ def train_peer(args, task, directory):
                 row = row[: row.index(end)] if end in row else row
                 ids = [token for token in row if token != pad]
                 text = target_tokenizer.detokenize(np.asarray(ids, "int32")) if ids else ""
-                translations.append(_text(text))
+                translations.append(detokenize(_text(text)))
         return translations
 
     result = {"steps": steps, "train_minutes": train_minutes, "parameters": model.count_params()}
@@ -328,6 +359,13 @@ def train_peer(args, task, directory):
 
     plot_learning_curve(history, os.path.join(directory, "learning_curve.png"))
     return result
+
+
+def detokenize(text):
+    """Takes out the spaces WordPiece's detokenizer leaves around punctuation."""
+    text = re.sub(r"([¿¡(\[]) ", r"\1", text)
+    text = re.sub(r" ([.,!?;:%)\]])", r"\1", text)
+    return re.sub(r"(\w) ([-'’/]) (\w)", r"\1\2\3", text)
 
 
 def _text(value):
@@ -351,17 +389,26 @@ def worker(args):
     )
     import keras
 
-    result.update(task=task_name, run=run, budget=args.budget, backend=keras.backend.backend())
+    result.update(task=task_name, run=run, budget=args.budget, measured_with=measured_with(args))
+    assert result["measured_with"]["backend"] == keras.backend.backend()
     with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=1)
 
 
-def load_result(path, budget):
+def measured_with(args):
+    """The options a result depends on: a stored result with others is not reused."""
+    names = ("budget", "backend", "vocab_size", "preset", "checkpoint_every", "average_last",
+             "test_size")  # fmt: skip
+    options = {name: getattr(args, name) for name in names}
+    return {**options, "set": args.set} if args.set else options
+
+
+def load_result(path, args):
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as file:
         result = json.load(file)
-    return result if result.get("budget") == budget else None
+    return result if result.get("measured_with") == measured_with(args) else None
 
 
 def main(argv=None):
@@ -380,7 +427,9 @@ def main(argv=None):
         for run in args.runs:
             directory = os.path.join(args.out, name, run)
             result_path = os.path.join(directory, "result.json")
-            result = None if args.rerun else load_result(result_path, args.budget)
+            result = None if args.rerun else load_result(result_path, args)
+            if result is not None and args.rescore:
+                rescore(args, name, run, directory, result)
             if result is None:
                 if os.path.isdir(directory):
                     shutil.rmtree(directory)  # an unfinished run or another budget: start over
@@ -393,9 +442,10 @@ def main(argv=None):
                            "--average-last", str(args.average_last)]  # fmt: skip
                 if args.test_size:
                     command += ["--test-size", str(args.test_size)]
+                command += [item for value in args.set for item in ("--set", value)]
                 env = {**os.environ, "KERAS_BACKEND": args.backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
                 status = subprocess.run(command, env=env).returncode
-                result = load_result(result_path, args.budget)
+                result = load_result(result_path, args)
                 if status or result is None:
                     print(f"=== {name} / {run} failed (exit status {status})", flush=True)
                     continue

@@ -1,6 +1,6 @@
 """Multi30k English -> German with the paper's recipe, through the command line.
 
-    python examples/train_multi30k.py ../shared/data/multi30k --time-budget 15
+    KERAS_BACKEND=jax python examples/train_multi30k.py ../shared/data/multi30k --time-budget 15
 
 Trains the `small` preset in `runs/multi30k-en-de` (resuming if it exists)
 with the settings `benchmarks/quality.py` measures (batches of 2,048 target
