@@ -168,8 +168,7 @@ def rescore(args, name, run, directory, result):
         if run == "peer":
             hypotheses = [detokenize(line) for line in hypotheses]
         entry.update(scored(f"{name}/{run}/{entry['hypotheses']}", hypotheses, references))
-    with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
-        json.dump(result, file, indent=1)
+    save_result(directory, result)
 
 
 # --- ours ---------------------------------------------------------------------
@@ -387,10 +386,11 @@ def worker(args):
         if run == "peer"
         else train_ours(args, task, run, directory)
     )
-    import keras
+    result.update(task=task_name, run=run, measured_with=measured_with(args))
+    save_result(directory, result)
 
-    result.update(task=task_name, run=run, budget=args.budget, measured_with=measured_with(args))
-    assert result["measured_with"]["backend"] == keras.backend.backend()
+
+def save_result(directory, result):
     with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=1)
 
