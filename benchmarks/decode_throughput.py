@@ -71,7 +71,7 @@ def without_eos(step_fn):
 def ours(args, model, uncached=False, beam_size=1):
     from keras import ops
 
-    from keras_transformer.decoding import beam_search, greedy_search, tile_beams
+    from keras_transformer.decoding import beam_search, greedy_search
 
     def uncached_step(token_ids, cache, index):
         # Re-runs the decoder over the whole (B, 1 + T) prefix buffer each step.
@@ -87,12 +87,13 @@ def ours(args, model, uncached=False, beam_size=1):
             cache = {"prefix": prefix, "encoder_output": encoder_output,
                      "encoder_padding_mask": mask}  # fmt: skip
             return greedy_search(without_eos(uncached_step), cache, batch, max_length)
-        cache = model.initialize_cache(encoder_output, mask, max_length)
+        cache = model.initialize_cache(encoder_output, mask, max_length, beam_size)
         step = without_eos(model.decode_step)
         if beam_size == 1:
             return greedy_search(step, cache, batch, max_length)
-        cache = tile_beams(cache, beam_size)
-        return beam_search(step, cache, batch, max_length, beam_size, 0.6)
+        return beam_search(
+            step, cache, batch, max_length, beam_size, 0.6, reorder_cache=model.reorder_cache
+        )
 
     return search
 

@@ -7,7 +7,7 @@ the very same layers for cached decoding, one token at a time.
 """
 
 import keras
-from keras import ops
+from keras import ops, tree
 
 from keras_transformer.config import TransformerConfig
 from keras_transformer.layers import (
@@ -205,23 +205,25 @@ class Transformer(keras.Model):
             scores["cross_attention"].append(weights["cross_attention"])
         return scores
 
-    def initialize_cache(self, encoder_output, encoder_padding_mask, max_length):
-        """The decoding cache for `max_length` target positions.
+    def initialize_cache(self, encoder_output, encoder_padding_mask, max_length, beam_size=1):
+        """The decoding cache for `max_length` target positions and K beams per sentence.
 
-        Cross-attention keys and values are computed here, once per sentence.
+        Cross-attention keys and values are computed here, once per sentence,
+        and shared by the sentence's beams.
 
         Returns:
-            A dict: "self_attention", a list of L zero `(B, 2, T_max, h, d)`
-            buffers; "cross_attention", a list of L `(B, 2, S, h, d)`;
-            "encoder_padding_mask", `(B, S)`. Every entry has the batch first,
-            so a beam search can tile and reorder it with one `take`.
+            A dict: "self_attention", a list of L pairs of zero
+            `(B*K, h, T_max, d)` key and value buffers (sentence b's beams at
+            rows b*K .. b*K + K - 1); "cross_attention", a list of L pairs
+            `(B, h, S, d)`; "encoder_padding_mask", `(B, S)`.
         """
-        batch_size = ops.shape(encoder_output)[0]
         config = self.config
-        shape = (batch_size, 2, max_length, config.num_heads, config.head_dim)
+        rows = ops.shape(encoder_output)[0] * beam_size
+        shape = (rows, config.num_heads, max_length, config.head_dim)
         return {
             "self_attention": [
-                ops.zeros(shape, dtype=encoder_output.dtype) for _ in self.decoder_layers
+                tuple(ops.zeros(shape, dtype=encoder_output.dtype) for _ in "kv")
+                for _ in self.decoder_layers
             ],
             "cross_attention": [
                 layer.compute_cross_attention_cache(encoder_output) for layer in self.decoder_layers
@@ -229,16 +231,28 @@ class Transformer(keras.Model):
             "encoder_padding_mask": encoder_padding_mask,
         }
 
+    @staticmethod
+    def reorder_cache(cache, rows):
+        """The cache with self-attention row `rows[i]` at row i (beam search's `reorder_cache`).
+
+        Only the per-beam self-attention buffers move; the per-sentence
+        cross-attention keys and values stay where they are.
+        """
+        buffers = tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache["self_attention"])
+        return {**cache, "self_attention": buffers}
+
     def decode_step(self, token_ids, cache, index):
         """One cached decoder step: the step function of greedy and beam search.
 
         Args:
-            token_ids: int `(B,)` or `(B, 1)`, the target token at position `index`.
+            token_ids: int `(B*K,)` or `(B*K, 1)`, the target token at
+                position `index` of each of K beams per sentence (K = 1
+                without beams).
             cache: from `initialize_cache()` or a previous step.
             index: int scalar, the position of `token_ids`.
 
         Returns:
-            `(logits, cache)`: float32 `(B, V)` for the token at `index + 1`,
+            `(logits, cache)`: float32 `(B*K, V)` for the token at `index + 1`,
             and the cache with position `index` written.
         """
         if len(token_ids.shape) == 1:

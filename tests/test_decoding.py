@@ -151,8 +151,7 @@ def source_batch(tokenizer, corpus, count):
 
 def prepared(model, source, max_length, beam_size=1):
     encoder_output, mask = model.encode(source)
-    cache = model.initialize_cache(encoder_output, mask, max_length)
-    return tile_beams(cache, beam_size) if beam_size > 1 else cache
+    return model.initialize_cache(encoder_output, mask, max_length, beam_size)
 
 
 def test_beam_size_one_equals_greedy(model, tokenizer, corpus):
@@ -197,8 +196,9 @@ def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
     """Wrong cache reordering between beams would break this."""
     source = source_batch(tokenizer, corpus, 3)
     sequences, scores = beam_search(
-        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4, alpha=0.6
-    )
+        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4, alpha=0.6,
+        reorder_cache=model.reorder_cache,
+    )  # fmt: skip
     sequences, scores = to_numpy(sequences), to_numpy(scores)
     for row in range(3):
         log_probs, lengths = teacher_forced_log_probs(
@@ -206,6 +206,20 @@ def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
         )
         expected = log_probs / ((5 + lengths) / 6) ** 0.6
         np.testing.assert_allclose(scores[row], expected, atol=1e-4)
+
+
+def test_beams_sharing_cross_attention_equal_beams_with_copies(model, tokenizer, corpus):
+    """The K beams of a sentence read one copy of its encoder keys/values."""
+    source = source_batch(tokenizer, corpus, 3)
+    shared = beam_search(
+        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4,
+        reorder_cache=model.reorder_cache,
+    )  # fmt: skip
+    cache = prepared(model, source, 10)
+    assert tuple(cache["cross_attention"][0][0].shape)[0] == 3
+    copied = beam_search(model.decode_step, tile_beams(cache, 4), 3, 10, beam_size=4)
+    np.testing.assert_array_equal(to_numpy(shared[0]), to_numpy(copied[0]))
+    np.testing.assert_allclose(to_numpy(shared[1]), to_numpy(copied[1]), atol=1e-5)
 
 
 def test_translator_batched_equals_one_at_a_time(model, tokenizer, corpus):

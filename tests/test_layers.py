@@ -102,7 +102,7 @@ def test_attention_cache_equals_full_attention():
     layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
     x = rng.normal(size=(2, 4, 8)).astype("float32")
     full = to_numpy(layer(x, x, attention_mask=layers.causal_mask(4, 4)))
-    cache = ops.zeros((2, 2, 4, 2, 4))
+    cache = (ops.zeros((2, 2, 4, 4)), ops.zeros((2, 2, 4, 4)))
     for t in range(4):
         step, cache = layer(
             x[:, t : t + 1],
@@ -116,6 +116,20 @@ def test_attention_cache_equals_full_attention():
     memory = rng.normal(size=(2, 5, 8)).astype("float32")
     cross = layer(x, memory, cache=layer.compute_cache(memory))[0]
     np.testing.assert_allclose(to_numpy(cross), to_numpy(layer(x, memory)), atol=1e-5)
+    # Three queries per cached sentence (beams) read that sentence's keys, as copies would.
+    beams = np.repeat(x, 3, axis=0) + rng.normal(size=(6, 4, 8)).astype("float32")
+    padding = np.array([[True] * 5, [True, True, False, False, False]])
+    shared, scores = layer(
+        beams, memory, attention_mask=layers.key_padding_mask(padding),
+        cache=layer.compute_cache(memory), return_attention_scores=True,
+    )[::2]  # fmt: skip
+    copied, copied_scores = layer(
+        beams, np.repeat(memory, 3, axis=0),
+        attention_mask=layers.key_padding_mask(np.repeat(padding, 3, axis=0)),
+        return_attention_scores=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(to_numpy(shared), to_numpy(copied), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(scores), to_numpy(copied_scores), atol=1e-6)
 
 
 LAYER_FACTORIES = {

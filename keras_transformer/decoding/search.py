@@ -116,12 +116,25 @@ def _unflatten_beams(tensor, beam_size):
     return ops.reshape(tensor, (shape[0] // beam_size, beam_size, *shape[1:]))
 
 
+def _reorder_rows(cache, rows):
+    return tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache)
+
+
 def tile_beams(cache, beam_size):
     """Repeats every `(B, ...)` entry of a cache K times: -> `(B*K, ...)`, beams adjacent."""
     return tree.map_structure(lambda x: ops.repeat(x, beam_size, axis=0), cache)
 
 
-def beam_search(step_fn, cache, batch_size, max_length, beam_size=4, alpha=0.6, row_limits=None):
+def beam_search(
+    step_fn,
+    cache,
+    batch_size,
+    max_length,
+    beam_size=4,
+    alpha=0.6,
+    row_limits=None,
+    reorder_cache=None,
+):
     """Beam search with length penalty and early stopping (§6.1, GNMT).
 
     Args:
@@ -135,6 +148,10 @@ def beam_search(step_fn, cache, batch_size, max_length, beam_size=4, alpha=0.6, 
         row_limits: optional int `(B,)`, tokens to generate at most per
             sentence. At its limit every candidate of a sentence counts as
             finished, so its search ends there whatever its batch holds.
+        reorder_cache: optional `(cache, rows) -> cache` putting the state of
+            row `rows[i]` at row i after each step, for a cache that also
+            holds per-sentence state (`Transformer.reorder_cache`). Default:
+            every entry is per row, `(B*K, ...)`, and is reordered.
 
     Returns:
         `(sequences, scores)`: int32 `(B, K, max_length)` hypotheses, best
@@ -142,6 +159,7 @@ def beam_search(step_fn, cache, batch_size, max_length, beam_size=4, alpha=0.6, 
         float32 `(B, K)` scores, log p(Y) / lp(Y).
     """
     K = beam_size
+    reorder_cache = reorder_cache or _reorder_rows
     # (B, K, 1 + T): BOS, then the generated tokens.
     alive_sequences = ops.concatenate(
         [
@@ -204,7 +222,7 @@ def beam_search(step_fn, cache, batch_size, max_length, beam_size=4, alpha=0.6, 
         # (B, K) parent beam of each new live beam -> rows of the (B*K) cache
         parents = _gather_beams(top_beams, live_positions)
         rows = ops.reshape(parents + ops.arange(batch_size)[:, None] * K, (-1,))
-        cache = tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache)
+        cache = reorder_cache(cache, rows)
 
         # Finished: the best K of the old finished and the new EOS candidates.
         new_scores = top_log_probs / length_penalty(index + 1, alpha)

@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.compile import compile_search
-from keras_transformer.decoding.search import beam_search, greedy_search, tile_beams
+from keras_transformer.decoding.search import beam_search, greedy_search
 from keras_transformer.tokenization import EOS_ID, PAD_ID
 
 logger = logging.getLogger("keras_transformer")
@@ -116,13 +116,14 @@ class Translator(TextTranslator):
         model = self.model
         batch_size = ops.shape(encoder_token_ids)[0]
         encoder_output, encoder_padding_mask = model.encode(encoder_token_ids, training=False)
-        cache = model.initialize_cache(encoder_output, encoder_padding_mask, max_length)
+        cache = model.initialize_cache(
+            encoder_output, encoder_padding_mask, max_length, self.beam_size
+        )
         if self.beam_size == 1:
             tokens, scores = greedy_search(
                 model.decode_step, cache, batch_size, max_length, self.length_penalty, row_limits
             )
             return tokens[:, None, :], scores[:, None]
-        cache = tile_beams(cache, self.beam_size)
         return beam_search(
             model.decode_step,
             cache,
@@ -131,6 +132,7 @@ class Translator(TextTranslator):
             self.beam_size,
             self.length_penalty,
             row_limits,
+            reorder_cache=model.reorder_cache,
         )
 
     def encode(self, texts):

@@ -16,17 +16,18 @@ class MultiHeadAttention(keras.layers.Layer):
     The h heads are computed together: one `(D, D)` projection each for
     queries, keys and values, reshaped into `(h, d)` with d = D / h.
 
-    Cached decoding takes two forms:
+    Cached decoding takes two forms. A cache is a pair `(keys, values)`,
+    each `(B, h, T, d)`: heads first, the layout the attention products read,
+    so a decoding step copies nothing but the new position.
 
-    - self-attention: `cache` is a fixed-size `(B, 2, T_max, h, d)` buffer of
-      keys and values; the keys and values of the new positions are written
-      into it at `cache_update_index`, and the updated buffer is returned.
-    - cross-attention: `cache` holds the encoder's keys and values, computed
-      once per sentence by `compute_cache()`, and `cache_update_index` is None.
-
-    The attention maths is `_compute_attention()`, the one place to change
-    it. Without attention dropout and without scores requested it calls
-    `keras.ops.dot_product_attention`, each backend's fused kernel.
+    - self-attention: the pair is a fixed-size `T_max` buffer; the keys and
+      values of the new positions are written into it at
+      `cache_update_index`, and the updated pair is returned.
+    - cross-attention: the pair holds the encoder's keys and values, computed
+      once per sentence by `compute_cache()`, and `cache_update_index` is
+      None. The queries may hold K rows per cached sentence (K beams,
+      sentence b's at rows b*K .. b*K + K - 1): the K beams then read their
+      sentence's keys and values, which are never copied per beam.
 
     **Masking**: `attention_mask` is boolean, True where a query may attend to
     a key, of shape `(B, Tq, Tk)` or broadcastable to it. A query whose every
@@ -47,8 +48,9 @@ class MultiHeadAttention(keras.layers.Layer):
         query: `(B, Tq, D)`.
         value: `(B, Tk, D)` keys and values come from (the same tensor as
             `query` for self-attention). Unused for cross-attention with a cache.
-        attention_mask: bool, `(B, Tq, Tk)` or broadcastable. Optional.
-        cache: optional `(B, 2, Tk, h, d)` keys and values, see above.
+        attention_mask: bool, `(B, Tq, Tk)` or broadcastable. Optional. With
+            a cross-attention cache, B is the cache's batch, not the queries'.
+        cache: optional `(keys, values)`, each `(B, h, Tk, d)`, see above.
         cache_update_index: optional int scalar, where the new keys go.
         return_attention_scores: bool. Also return the `(B, h, Tq, Tk)`
             attention probabilities.
@@ -116,11 +118,13 @@ class MultiHeadAttention(keras.layers.Layer):
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_dim))
 
+    def _heads_first(self, x):
+        # (B, T, D) -> (B, h, T, d)
+        return ops.transpose(self._split_heads(x), (0, 2, 1, 3))
+
     def compute_cache(self, value):
-        """Keys and values of `value` for reuse: `(B, Tk, D)` -> `(B, 2, Tk, h, d)`."""
-        key = self._split_heads(self.key_dense(value))
-        value = self._split_heads(self.value_dense(value))
-        return ops.stack([key, value], axis=1)
+        """Keys and values of `value` for reuse: `(B, Tk, D)` -> a pair of `(B, h, Tk, d)`."""
+        return self._heads_first(self.key_dense(value)), self._heads_first(self.value_dense(value))
 
     def call(
         self,
@@ -132,26 +136,40 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        # (B, Tq, D) -> (B, Tq, h, d)
-        query_heads = self._split_heads(self.query_dense(query))
-        if cache is None:
-            # (B, Tk, D) -> (B, Tk, h, d), twice
-            key_heads = self._split_heads(self.key_dense(value))
-            value_heads = self._split_heads(self.value_dense(value))
-        elif cache_update_index is None:
-            # Cross-attention: (B, 2, S, h, d) computed once by compute_cache().
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
+        mask = _visible(attention_mask)
+        if cache is not None:
+            keys, values = cache
+            if cache_update_index is not None:
+                # Self-attention: write the new positions into the (B, h, T_max, d) pair.
+                start = [0, 0, cache_update_index, 0]
+                keys, values = (
+                    ops.slice_update(buffer, start, ops.cast(new, buffer.dtype))
+                    for buffer, new in zip(cache, self.compute_cache(value), strict=True)
+                )
+                cache = (keys, values)
+            # (N, Tq, D) -> (N, Tq, h, d), N = K rows per cached sentence
+            query_heads = self._split_heads(self.query_dense(query))
+            attention_output, scores = self._attend(
+                query_heads, keys, values, mask, return_attention_scores, training
+            )
+        elif return_attention_scores or (training and self.dropout > 0):
+            attention_output, scores = self._attend(
+                self._split_heads(self.query_dense(query)),
+                *self.compute_cache(value),
+                mask,
+                return_attention_scores,
+                training,
+            )
         else:
-            # Self-attention: write the new positions into (B, 2, T_max, h, d).
-            new_keys_values = self.compute_cache(value)
-            start = [0, 0, cache_update_index, 0, 0]
-            cache = ops.slice_update(cache, start, ops.cast(new_keys_values, cache.dtype))
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
-
-        attention_output, scores = self._compute_attention(
-            query_heads, key_heads, value_heads, attention_mask, return_attention_scores, training
-        )
-        # (B, Tq, h, d) -> (B, Tq, D)
+            # (B, T, D) -> (B, T, h, d), three times; the backend's fused kernel
+            attention_output = ops.dot_product_attention(
+                self._split_heads(self.query_dense(query)),
+                self._split_heads(self.key_dense(value)),
+                self._split_heads(self.value_dense(value)),
+                mask=None if mask is None else mask[:, None],
+            )
+            scores = None
+        # (N, Tq, h, d) -> (N, Tq, D)
         shape = ops.shape(attention_output)
         attention_output = ops.reshape(attention_output, (shape[0], shape[1], self.hidden_dim))
         outputs = self.output_dense(attention_output)
@@ -163,34 +181,37 @@ class MultiHeadAttention(keras.layers.Layer):
             results += (scores,)
         return results[0] if len(results) == 1 else results
 
-    def _compute_attention(self, query, key, value, attention_mask, return_scores, training):
-        """Scaled dot-product attention (§3.2.1) over `(B, T, h, d)` heads.
+    def _attend(self, query, keys, values, mask, return_scores, training):
+        """Scaled dot-product attention (§3.2.1), written out.
 
-        Returns `(B, Tq, h, d)` outputs and `(B, h, Tq, Tk)` probabilities
-        (None unless `return_scores`).
+        Args:
+            query: `(N, Tq, h, d)`, N = B*K: K rows per sentence of `keys`.
+            keys, values: `(B, h, Tk, d)`.
+            mask: bool `(B or 1, Tq, Tk)` or None.
+
+        Returns:
+            `(N, Tq, h, d)` outputs and `(N, h, Tq, Tk)` probabilities (None
+            unless `return_scores`).
         """
-        mask = None
-        if attention_mask is not None:
-            mask = ops.cast(attention_mask, "bool")
-            # A row with no visible key attends everywhere: finite, and only at padding.
-            mask = ops.logical_or(mask, ops.logical_not(ops.any(mask, axis=-1, keepdims=True)))
-            # (B, Tq, Tk) -> (B, 1, Tq, Tk): the same mask for every head
-            mask = ops.expand_dims(mask, axis=1)
-
-        use_dropout = bool(training) and self.dropout > 0
-        if not return_scores and not use_dropout:
-            outputs = ops.dot_product_attention(query, key, value, mask=mask)
-            return outputs, None
-
-        # (B, Tq, h, d) x (B, Tk, h, d) -> (B, h, Tq, Tk)
-        logits = ops.einsum("bqhd,bkhd->bhqk", query, key) / math.sqrt(self.head_dim)
+        batch = ops.shape(keys)[0]
+        query_shape = ops.shape(query)
+        # (N, Tq, h, d) -> (B, K, Tq, h, d)
+        query = ops.reshape(query, (batch, -1, *query_shape[1:]))
+        logits = ops.einsum("bkqhd,bhsd->bhkqs", query, keys) / math.sqrt(self.head_dim)
         logits = ops.cast(logits, "float32")
         if mask is not None:
-            logits = ops.where(mask, logits, ops.full_like(logits, -1e9))
-        scores = ops.softmax(logits, axis=-1)
-        probabilities = self.dropout_layer(ops.cast(scores, value.dtype), training=training)
-        # (B, h, Tq, Tk) x (B, Tk, h, d) -> (B, Tq, h, d)
-        outputs = ops.einsum("bhqk,bkhd->bqhd", probabilities, value)
+            # (B, Tq, Tk) -> (B, 1, 1, Tq, Tk): the same for every head and beam
+            logits = ops.where(mask[:, None, None], logits, ops.full_like(logits, -1e9))
+        probabilities = ops.softmax(logits, axis=-1)
+        dropped = self.dropout_layer(ops.cast(probabilities, values.dtype), training=training)
+        # (B, h, K, Tq, Tk) x (B, h, Tk, d) -> (B, K, Tq, h, d) -> (N, Tq, h, d)
+        outputs = ops.einsum("bhkqs,bhsd->bkqhd", dropped, values)
+        outputs = ops.reshape(outputs, query_shape)
+        scores = None
+        if return_scores:
+            # (B, h, K, Tq, Tk) -> (B, K, h, Tq, Tk) -> (N, h, Tq, Tk)
+            scores = ops.transpose(probabilities, (0, 2, 1, 3, 4))
+            scores = ops.reshape(scores, (-1, *ops.shape(scores)[2:]))
         return outputs, scores
 
     def compute_output_shape(self, query_shape, value_shape=None, **kwargs):
@@ -205,3 +226,15 @@ class MultiHeadAttention(keras.layers.Layer):
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
+
+
+def _visible(attention_mask):
+    """The boolean mask, where a query with no visible key sees every key instead.
+
+    Such a query is padding; attending everywhere keeps its output and
+    gradients finite, and the loss never sees it.
+    """
+    if attention_mask is None:
+        return None
+    mask = ops.cast(attention_mask, "bool")
+    return ops.logical_or(mask, ops.logical_not(ops.any(mask, axis=-1, keepdims=True)))

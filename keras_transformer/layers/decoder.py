@@ -21,10 +21,12 @@ class TransformerDecoderLayer(_TransformerLayer):
 
     `normalize_first=True` gives pre-LN blocks, as in `TransformerEncoderLayer`.
 
-    Decoding one token at a time passes two caches: the `(B, 2, T_max, h, d)`
-    self-attention keys/values, updated at `self_attention_cache_update_index`
-    and returned, and the `(B, 2, S, h, d)` cross-attention keys/values of the
-    encoder output, computed once by `compute_cross_attention_cache()`.
+    Decoding one token at a time passes two caches (see `MultiHeadAttention`):
+    the self-attention keys/values, a pair of `(B, h, T_max, d)` buffers
+    updated at `self_attention_cache_update_index` and returned, and the
+    cross-attention keys/values of the encoder output, a pair of
+    `(B', h, S, d)` computed once by `compute_cross_attention_cache()`; B may
+    be K times B' (K beams per sentence, adjacent), the beams sharing it.
 
     **Masking**: self-attention is causal (§3.2.3): position i sees positions
     <= i. Without a cache, `decoder_padding_mask` `(B, T)` also hides padded
@@ -42,11 +44,12 @@ class TransformerDecoderLayer(_TransformerLayer):
         encoder_sequence: `(B, S, D)` encoder output. Unused with a
             cross-attention cache.
         decoder_padding_mask: optional bool `(B, T)`.
-        encoder_padding_mask: optional bool `(B, S)`.
-        self_attention_cache: optional `(B, 2, T_max, h, d)`.
+        encoder_padding_mask: optional bool `(B, S)`; `(B', S)` with a
+            cross-attention cache.
+        self_attention_cache: optional pair of `(B, h, T_max, d)`.
         self_attention_cache_update_index: int scalar, the position of
             `decoder_sequence[:, 0]`; required with `self_attention_cache`.
-        cross_attention_cache: optional `(B, 2, S, h, d)`.
+        cross_attention_cache: optional pair of `(B', h, S, d)`.
         return_attention_scores: bool. Also return a dict of `(B, h, T, .)`
             probabilities, keys "self_attention" and "cross_attention".
         training: bool.
@@ -77,7 +80,7 @@ class TransformerDecoderLayer(_TransformerLayer):
         self.built = True
 
     def compute_cross_attention_cache(self, encoder_sequence):
-        """`(B, S, D)` encoder output -> `(B, 2, S, h, d)` keys and values."""
+        """`(B, S, D)` encoder output -> keys and values, a pair of `(B, h, S, d)`."""
         return self.cross_attention.compute_cache(encoder_sequence)
 
     def call(
@@ -99,7 +102,7 @@ class TransformerDecoderLayer(_TransformerLayer):
                     "self_attention_cache_update_index is required with self_attention_cache"
                 )
             self_mask = causal_mask(
-                length, ops.shape(self_attention_cache)[2], self_attention_cache_update_index
+                length, ops.shape(self_attention_cache[0])[2], self_attention_cache_update_index
             )
         elif decoder_padding_mask is not None:
             self_mask = decoder_self_attention_mask(decoder_padding_mask)
