@@ -184,9 +184,8 @@ def rescore(args, name, run, directory, result):
 
 
 def train_ours(args, task, run, directory):
-    from keras_transformer import DecodingConfig, Tokenizer, TrainingConfig, TransformerConfig
+    from keras_transformer import Tokenizer
     from keras_transformer import workdir as workdirs
-    from keras_transformer.config import apply_overrides
     from keras_transformer.decoding import Translator
     from keras_transformer.training import average_checkpoints, checkpoints, train
 
@@ -194,13 +193,8 @@ def train_ours(args, task, run, directory):
     test_pairs = read_split(args, task, task.test)[: args.test_size]
     workdir = os.path.join(directory, "workdir")
     tokenizer = Tokenizer.train([text for pair in train_pairs for text in pair], args.vocab_size)
-    configs = {
-        "model": TransformerConfig.preset(args.preset, tokenizer.vocab_size),
-        "training": TrainingConfig(),
-        "decoding": DecodingConfig(),
-    }
     recipe = settings(args, run)
-    configs = apply_overrides(configs, recipe)
+    configs = recipe_configs(args.preset, tokenizer.vocab_size, recipe)
     workdirs.write_config(workdir, configs)
     tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
     began = time.monotonic()
@@ -415,8 +409,24 @@ def settings(args, run):
     return RECIPE + args.set + ABLATIONS.get(run, [])
 
 
-def overrides(items):
-    return dict(item.split("=", 1) for item in items)
+def recipe_configs(preset, vocab_size, items):
+    """The model, training and decoding configs of our recipe with `items` applied."""
+    from keras_transformer import DecodingConfig, TrainingConfig, TransformerConfig
+    from keras_transformer.config import apply_overrides
+
+    configs = {
+        "model": TransformerConfig.preset(preset, vocab_size),
+        "training": TrainingConfig(),
+        "decoding": DecodingConfig(),
+    }
+    return apply_overrides(configs, items)
+
+
+def recipe_fields(args, items):
+    """`{"section.field": value}` of our recipe with `items` applied, to compare recipes."""
+    configs = recipe_configs(args.preset, args.vocab_size, items)
+    return {f"{name}.{key}": value for name, config in configs.items()
+            for key, value in config.to_dict().items()}  # fmt: skip
 
 
 def measured_with(args, run):
@@ -434,9 +444,11 @@ def differences(result, args, run):
         if stored.get(name) != value
     ]
     if run != "peer":
-        before, now = overrides(result.get("settings", [])), overrides(settings(args, run))
-        if before != now:
-            found.append(f"recipe {before} (now {now})")
+        before = recipe_fields(args, result.get("settings", []))
+        now = recipe_fields(args, settings(args, run))
+        found += [
+            f"{key}={before[key]!r} (now {now[key]!r})" for key in now if before[key] != now[key]
+        ]
     return found
 
 
