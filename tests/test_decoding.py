@@ -220,6 +220,9 @@ def test_beams_sharing_cross_attention_equal_beams_with_copies(model, tokenizer,
     copied = beam_search(model.decode_step, tile_beams(cache, 4), 3, 10, beam_size=4)
     np.testing.assert_array_equal(to_numpy(shared[0]), to_numpy(copied[0]))
     np.testing.assert_allclose(to_numpy(shared[1]), to_numpy(copied[1]), atol=1e-5)
+    # Without `reorder_cache`, beam search would index the B-row entries by B*K rows.
+    with pytest.raises(ValueError, match="reorder_cache"):
+        beam_search(model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4)
 
 
 def test_translator_batched_equals_one_at_a_time(model, tokenizer, corpus):

@@ -117,7 +117,16 @@ def _unflatten_beams(tensor, beam_size):
 
 
 def _reorder_rows(cache, rows):
-    return tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache)
+    def reorder(x):
+        if None not in (x.shape[0], rows.shape[0]) and x.shape[0] != rows.shape[0]:
+            raise ValueError(
+                f"beam_search reorders every cache entry by row, but an entry has {x.shape[0]} "
+                f"rows for {rows.shape[0]} beams. A cache with per-sentence state needs its "
+                "own `reorder_cache` (`Transformer.reorder_cache` for the model's cache)."
+            )
+        return ops.take(x, rows, axis=0)
+
+    return tree.map_structure(reorder, cache)
 
 
 def tile_beams(cache, beam_size):
@@ -139,8 +148,10 @@ def beam_search(
 
     Args:
         step_fn: `(token_ids (B*K,), cache, index) -> (logits (B*K, V), cache)`.
-        cache: the step function's state for B*K rows, sentence b's beams at
-            rows b*K .. b*K + K - 1 (see `tile_beams`).
+        cache: the step function's state, sentence b's beams at rows
+            b*K .. b*K + K - 1: every entry `(B*K, ...)` (see `tile_beams`),
+            or per-row and per-sentence entries with a `reorder_cache`
+            (`Transformer.initialize_cache(..., beam_size=K)`).
         batch_size: int, B.
         max_length: int. Tokens to generate at most (EOS included).
         beam_size: int, K.

@@ -18,7 +18,9 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Cached decoding takes two forms. A cache is a pair `(keys, values)`,
     each `(B, h, T, d)`: heads first, the layout the attention products read,
-    so a decoding step copies nothing but the new position.
+    so a step reads the buffers as they are, with no transposed or sliced
+    copy (under XLA the new position is also written in place; eager
+    PyTorch's `slice_update` copies the buffer).
 
     - self-attention: the pair is a fixed-size `T_max` buffer; the keys and
       values of the new positions are written into it at
@@ -30,7 +32,8 @@ class MultiHeadAttention(keras.layers.Layer):
       sentence's keys and values, which are never copied per beam.
 
     **Masking**: `attention_mask` is boolean, True where a query may attend to
-    a key, of shape `(B, Tq, Tk)` or broadcastable to it. A query whose every
+    a key, of shape `(B, Tq, Tk)`, where B, Tq or Tk may be 1 to broadcast
+    (`causal_mask` gives `(1, Tq, Tk)`). A query whose every
     key is masked (a sentence of padding only) attends to all keys instead, so
     that its output and gradients stay finite; such positions are padding and
     masked out of the loss.
@@ -45,19 +48,20 @@ class MultiHeadAttention(keras.layers.Layer):
             "glorot_uniform".
 
     Call arguments:
-        query: `(B, Tq, D)`.
+        query: `(N, Tq, D)`: N = B, or B*K with a cross-attention cache of B
+            sentences.
         value: `(B, Tk, D)` keys and values come from (the same tensor as
             `query` for self-attention). Unused for cross-attention with a cache.
-        attention_mask: bool, `(B, Tq, Tk)` or broadcastable. Optional. With
-            a cross-attention cache, B is the cache's batch, not the queries'.
+        attention_mask: bool `(B, Tq, Tk)`, see above. Optional. With a
+            cross-attention cache, B is the cache's batch, not the queries'.
         cache: optional `(keys, values)`, each `(B, h, Tk, d)`, see above.
         cache_update_index: optional int scalar, where the new keys go.
-        return_attention_scores: bool. Also return the `(B, h, Tq, Tk)`
+        return_attention_scores: bool. Also return the `(N, h, Tq, Tk)`
             attention probabilities.
         training: bool. Enables attention dropout.
 
     Returns:
-        `(B, Tq, D)`; with a cache, the tuple `(outputs, cache)`; with
+        `(N, Tq, D)`; with a cache, the tuple `(outputs, cache)`; with
         `return_attention_scores=True` the scores are appended to that.
 
     Example:
@@ -197,8 +201,9 @@ class MultiHeadAttention(keras.layers.Layer):
         query_shape = ops.shape(query)
         # (N, Tq, h, d) -> (B, K, Tq, h, d)
         query = ops.reshape(query, (batch, -1, *query_shape[1:]))
-        logits = ops.einsum("bkqhd,bhsd->bhkqs", query, keys) / math.sqrt(self.head_dim)
-        logits = ops.cast(logits, "float32")
+        # Scaled before the product, so half-precision logits stay in range.
+        query = query / ops.cast(math.sqrt(self.head_dim), query.dtype)
+        logits = ops.cast(ops.einsum("bkqhd,bhsd->bhkqs", query, keys), "float32")
         if mask is not None:
             # (B, Tq, Tk) -> (B, 1, 1, Tq, Tk): the same for every head and beam
             logits = ops.where(mask[:, None, None], logits, ops.full_like(logits, -1e9))
