@@ -359,7 +359,9 @@ def train_peer(args, task, directory):
     result["variants"] = {}
     from keras_transformer.visualization import plot_learning_curve
 
-    plot_learning_curve(history, os.path.join(directory, "learning_curve.png"))
+    plot_learning_curve(
+        history, os.path.join(directory, "learning_curve.png"), loss_label="cross-entropy"
+    )
     return result
 
 

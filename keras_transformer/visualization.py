@@ -15,7 +15,7 @@ def _pyplot():
     return plt
 
 
-def plot_learning_curve(history_csv, png_path):
+def plot_learning_curve(history_csv, png_path, loss_label="label-smoothed cross-entropy"):
     """Training and validation loss, and validation BLEU, against steps and minutes.
 
     Args:
@@ -23,6 +23,7 @@ def plot_learning_curve(history_csv, png_path):
             with `step`, `minutes`, `loss` and, when validating, `val_loss`
             and `val_bleu` columns.
         png_path: str. Where to write the PNG.
+        loss_label: str. What the `loss` column is, for the axis label.
     """
     with open(history_csv, encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
@@ -44,7 +45,7 @@ def plot_learning_curve(history_csv, png_path):
         x = column(x_name)
         loss_axis, bleu_axis = axes[0][col], axes[1][col]
         panels = (
-            (loss_axis, "label-smoothed cross-entropy",
+            (loss_axis, loss_label,
              (("loss", "training loss"), ("val_loss", "validation loss"))),
             (bleu_axis, "validation score (greedy, sample)",
              (("val_bleu", "BLEU"), ("val_chrf", "chrF"))),
@@ -58,7 +59,10 @@ def plot_learning_curve(history_csv, png_path):
                     axis.plot(*zip(*points, strict=True), marker="o", label=label)
             axis.set_xlabel(x_label)
             axis.set_ylabel(y_label)
-            axis.legend()
+            if axis.get_lines():
+                axis.legend()
+            else:  # e.g. a log without validation BLEU
+                axis.text(0.5, 0.5, "not logged", ha="center", transform=axis.transAxes)
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
