@@ -478,8 +478,9 @@ def main(argv=None):
         for run in args.runs:
             path = os.path.join(args.out, name, run, "result.json")
             stored = None if args.rerun else read_result(path)
-            if stored is not None and differences(stored, args, run):
-                conflicts.append(f"{path}: {'; '.join(differences(stored, args, run))}")
+            found = differences(stored, args, run) if stored is not None else []
+            if found:
+                conflicts.append(f"{path}: {'; '.join(found)}")
     if conflicts:
         listed = "\n  ".join(conflicts)
         print(

@@ -141,38 +141,32 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
     ):
         mask = _visible(attention_mask)
-        if cache is not None:
-            keys, values = cache
-            if cache_update_index is not None:
-                # Self-attention: write the new positions into the (B, h, T_max, d) pair.
-                start = [0, 0, cache_update_index, 0]
-                keys, values = (
-                    ops.slice_update(buffer, start, ops.cast(new, buffer.dtype))
-                    for buffer, new in zip(cache, self.compute_cache(value), strict=True)
-                )
-                cache = (keys, values)
-            # (N, Tq, D) -> (N, Tq, h, d), N = K rows per cached sentence
-            query_heads = self._split_heads(self.query_dense(query))
-            attention_output, scores = self._attend(
-                query_heads, keys, values, mask, return_attention_scores, training
-            )
-        elif return_attention_scores or (training and self.dropout > 0):
-            attention_output, scores = self._attend(
-                self._split_heads(self.query_dense(query)),
-                *self.compute_cache(value),
-                mask,
-                return_attention_scores,
-                training,
-            )
-        else:
-            # (B, T, D) -> (B, T, h, d), three times; the backend's fused kernel
+        # (N, Tq, D) -> (N, Tq, h, d); N = K rows per sentence of a cross-attention cache
+        query_heads = self._split_heads(self.query_dense(query))
+        if cache is None and not (return_attention_scores or (training and self.dropout > 0)):
+            # (B, T, D) -> (B, T, h, d), twice; the backend's fused kernel
             attention_output = ops.dot_product_attention(
-                self._split_heads(self.query_dense(query)),
+                query_heads,
                 self._split_heads(self.key_dense(value)),
                 self._split_heads(self.value_dense(value)),
                 mask=None if mask is None else mask[:, None],
             )
             scores = None
+        else:
+            if cache is None:
+                keys, values = self.compute_cache(value)
+            elif cache_update_index is None:
+                keys, values = cache
+            else:
+                # Self-attention: write the new positions into the (B, h, T_max, d) pair.
+                start = [0, 0, cache_update_index, 0]
+                keys, values = cache = tuple(
+                    ops.slice_update(buffer, start, ops.cast(new, buffer.dtype))
+                    for buffer, new in zip(cache, self.compute_cache(value), strict=True)
+                )
+            attention_output, scores = self._attend(
+                query_heads, keys, values, mask, return_attention_scores, training
+            )
         # (N, Tq, h, d) -> (N, Tq, D)
         shape = ops.shape(attention_output)
         attention_output = ops.reshape(attention_output, (shape[0], shape[1], self.hidden_dim))
