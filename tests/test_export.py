@@ -7,12 +7,14 @@ backend" tests.
 
 import json
 import os
+import select
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+import requests
 from helpers import to_numpy, train_briefly
 
 import keras_transformer as kt
@@ -104,6 +106,60 @@ def test_bare_tensorflow_process_translates_as_the_translator(
 
 def pad_to(ids, width):
     return np.pad(ids, [(0, 0), (0, width - ids.shape[1])], constant_values=kt.PAD_ID)
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLIENT = os.path.join(HERE, "..", "examples", "tf_serving_client.py")
+
+
+@pytest.fixture
+def standin_server(exported, tmp_path):
+    """`tests/serving_standin.py` serving the export's base path as "numbers": its ports."""
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "serving_standin.py"), "numbers",
+         os.path.dirname(exported)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 300)
+        line = server.stdout.readline() if ready else ""
+        if not line:
+            server.kill()
+            pytest.fail(f"the stand-in server did not start: {server.stderr.read()[-3000:]}")
+        yield json.loads(line)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_serving_client_over_rest_and_grpc(translator, standin_server, corpus):
+    texts = [source for source, _ in corpus[:3]] + [""]
+    expected, expected_scores = translator.translate(texts, return_scores=True)
+    assert sum(bool(text) for text in expected) >= 2
+    transports = {
+        "rest": ["--rest", f"http://localhost:{standin_server['rest']}"],
+        "grpc": ["--grpc", f"localhost:{standin_server['grpc']}"],
+    }
+    for name, transport in transports.items():
+        result = subprocess.run(
+            [sys.executable, CLIENT, "--model", "numbers", *transport, *texts],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )  # fmt: skip
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [row["text"] for row in rows] == texts, name
+        assert [row["translation"] for row in rows] == expected, name
+        np.testing.assert_allclose([row["score"] for row in rows], expected_scores, atol=1e-3)
+
+    # The README's row-format request and its answer.
+    url = f"http://localhost:{standin_server['rest']}/v1/models/numbers:predict"
+    predictions = requests.post(url, json={"instances": texts[:2]}, timeout=300).json()
+    assert [row["translation"] for row in predictions["predictions"]] == expected[:2]
+    np.testing.assert_allclose(
+        [row["score"] for row in predictions["predictions"]], expected_scores[:2], atol=1e-4
+    )
 
 
 def test_saved_model_cli_lists_the_serving_signature(exported):

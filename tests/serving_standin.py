@@ -1,0 +1,176 @@
+"""A stand-in for `tensorflow_model_server`, to test the client against.
+
+    python tests/serving_standin.py MODEL_NAME MODEL_BASE_PATH
+
+Like the model server it imports TensorFlow and TensorFlow Text only (plus the
+`tensorflow_serving.apis` protocol buffers and gRPC), loads the highest
+version under `MODEL_BASE_PATH`, and answers
+
+- REST `POST /v1/models/MODEL_NAME[/versions/N]:predict` in the row format
+  (`{"instances": [...]}` -> `{"predictions": [...]}`, one object per row
+  when the signature has several outputs) and the columnar format
+  (`{"inputs": ...}` -> `{"outputs": ...}`), errors as `{"error": "..."}`;
+- gRPC `tensorflow.serving.PredictionService/Predict`.
+
+It prints one JSON line `{"rest": PORT, "grpc": PORT}` when both listen.
+This follows TF Serving's documented protocols; it is not the server, and
+only the tests use it.
+"""
+
+import json
+import os
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the SentencePiece ops, as the server links them)
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+
+class Forbid:
+    """No Keras and no project code past this point: the server has neither."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras", "keras_hub", "keras_transformer"):
+            raise ImportError(f"the serving process imported {name}")
+
+
+sys.meta_path.insert(0, Forbid())
+
+
+def latest_version(base_path):
+    versions = [int(name) for name in os.listdir(base_path) if name.isdigit()]
+    if not versions:
+        raise SystemExit(f"no numbered version under {base_path}")
+    return max(versions)
+
+
+class Model:
+    def __init__(self, name, base_path):
+        self.name = name
+        self.version = latest_version(base_path)
+        self.signatures = tf.saved_model.load(os.path.join(base_path, str(self.version))).signatures
+
+    def input_specs(self, signature_name):
+        return self.signatures[signature_name or "serving_default"].structured_input_signature[1]
+
+    def named_inputs(self, signature_name, inputs):
+        """A bare list or tensor names the signature's only input."""
+        if isinstance(inputs, dict):
+            return inputs
+        (name,) = self.input_specs(signature_name)
+        return {name: inputs}
+
+    def run(self, signature_name, inputs):
+        """`inputs`: name -> array-like. Returns name -> numpy array."""
+        specs = self.input_specs(signature_name)
+        if set(inputs) != set(specs):
+            raise ValueError(
+                f"inputs {sorted(inputs)} do not match the signature's {sorted(specs)}"
+            )
+        tensors = {
+            name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in specs.items()
+        }
+        function = self.signatures[signature_name or "serving_default"]
+        return {name: value.numpy() for name, value in function(**tensors).items()}
+
+
+def to_json(array):
+    if array.dtype.kind in "SO":
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def rest_predict(model, body):
+    """The predict API's JSON request body -> its JSON response."""
+    signature = body.get("signature_name")
+    if "instances" in body:
+        instances = body["instances"]
+        if instances and isinstance(instances[0], dict):
+            inputs = {name: [row[name] for row in instances] for name in instances[0]}
+        else:
+            inputs = model.named_inputs(signature, instances)
+        outputs = {name: to_json(value) for name, value in model.run(signature, inputs).items()}
+        if len(outputs) == 1:
+            return {"predictions": next(iter(outputs.values()))}
+        rows = len(next(iter(outputs.values())))
+        return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(rows)]}
+    if "inputs" in body:
+        inputs = model.named_inputs(signature, body["inputs"])
+        outputs = {name: to_json(value) for name, value in model.run(signature, inputs).items()}
+        return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+    raise ValueError('the body has neither "instances" nor "inputs"')
+
+
+def rest_handler(model):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            prefix = f"/v1/models/{model.name}"
+            path = self.path
+            if path.startswith(prefix + "/versions/"):
+                version, _, method = path[len(prefix + "/versions/") :].partition(":")
+                path = prefix + ":" + method if version == str(model.version) else ""
+            if path != prefix + ":predict":
+                return self.reply(404, {"error": f"no such model or method: {self.path}"})
+            try:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                return self.reply(200, rest_predict(model, body))
+            except Exception as error:  # the server answers every bad request with its message
+                return self.reply(400, {"error": f"{type(error).__name__}: {error}"})
+
+        def reply(self, status, payload):
+            data = json.dumps(payload).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, model):
+        self.model = model
+
+    def Predict(self, request, context):
+        if request.model_spec.name != self.model.name:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_spec.name!r}")
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        try:
+            outputs = self.model.run(request.model_spec.signature_name, inputs)
+        except Exception as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(error).__name__}: {error}")
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = self.model.name
+        response.model_spec.version.value = self.model.version
+        response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+
+def main():
+    name, base_path = sys.argv[1:3]
+    model = Model(name, base_path)
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(model), grpc_server
+    )
+    grpc_port = grpc_server.add_insecure_port("localhost:0")
+    grpc_server.start()
+    rest_server = ThreadingHTTPServer(("localhost", 0), rest_handler(model))
+    threading.Thread(target=rest_server.serve_forever, daemon=True).start()
+    print(json.dumps({"rest": rest_server.server_address[1], "grpc": grpc_port}), flush=True)
+    grpc_server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
