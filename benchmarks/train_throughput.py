@@ -10,6 +10,13 @@ peak RSS and the ratios ours/peer.
 
     python benchmarks/train_throughput.py            # default size: V 8000, D 256, 3+3 layers
     python benchmarks/train_throughput.py --steps 5  # a quick look
+    python benchmarks/train_throughput.py --repeats 3  # medians of 3 interleaved rounds
+
+Step times on a shared CPU drift by about 10% from run to run. With
+`--repeats R` every peer runs R times, the rounds interleaved (each round in a
+rotated order), and the table gives each peer's median and its range; a
+ratio is the median of the R ratios of the same round, so slow drift of the
+machine cancels.
 """
 
 import argparse
@@ -31,6 +38,12 @@ def parse_args(argv=None):
     parser.add_argument("--length", type=int, default=32, help="source and target tokens")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every peer, interleaved; medians and paired ratios are reported",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "BACKEND"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -190,6 +203,30 @@ def torch_worker(args):
     }
 
 
+def median_result(results):
+    """The run with the median tokens/s (the lower middle for an even count), with the range."""
+    good = sorted((r for r in results if "error" not in r), key=lambda r: r["tokens_per_s"])
+    if not good:
+        return results[-1]
+    median = dict(good[(len(good) - 1) // 2])
+    if len(good) > 1:
+        median["tokens_range"] = f"{good[0]['tokens_per_s']:,.0f}-{good[-1]['tokens_per_s']:,.0f}"
+    return median
+
+
+def paired_median(pairs, key):
+    """The median over rounds of ours[key] / peer[key], rounds where both ran."""
+    ratios = sorted(
+        mine[key] / theirs[key]
+        for mine, theirs in pairs
+        if "error" not in mine and "error" not in theirs
+    )
+    if not ratios:
+        return None
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
@@ -199,33 +236,43 @@ def main(argv=None):
     forwarded = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in vars(args).items()
-        if name not in ("worker", "backends")
+        if name not in ("worker", "backends", "repeats")
     ]
     backends = args.backends.split(",")
     runs = [(peer, backend) for backend in backends for peer in ("ours", "keras_hub")]
     runs.append(("torch_native", "torch"))
-    rows = []
-    for peer, backend in runs:
-        print(f"running {peer} on {backend} ...", file=sys.stderr, flush=True)
-        result = run_worker(__file__, [peer, backend, *forwarded], backend=backend)
-        rows.append({"peer": peer, "backend": backend, **result})
+    samples = {run: [] for run in runs}
+    for round_ in range(args.repeats):
+        shift = round_ % len(runs)
+        for peer, backend in runs[shift:] + runs[:shift]:
+            print(
+                f"round {round_ + 1}/{args.repeats}: {peer} on {backend} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            samples[peer, backend].append(
+                run_worker(__file__, [peer, backend, *forwarded], backend=backend)
+            )
 
+    rows = [{"peer": peer, "backend": backend, **median_result(samples[peer, backend])}
+            for peer, backend in runs]  # fmt: skip
     ours = {row["backend"]: row for row in rows if row["peer"] == "ours" and "error" not in row}
-    for row in rows:
-        mine = ours.get(row["backend"])
-        if row["peer"] == "keras_hub" and mine and "error" not in row:
-            row["ours_vs_peer_tokens"] = mine["tokens_per_s"] / row["tokens_per_s"]
-            row["ours_vs_peer_rss"] = mine["peak_rss_mib"] / row["peak_rss_mib"]
     fastest = max(ours.values(), key=lambda row: row["tokens_per_s"], default=None)
     for row in rows:
-        if row["peer"] == "torch_native" and fastest and "error" not in row:
-            row["ours_vs_peer_tokens"] = fastest["tokens_per_s"] / row["tokens_per_s"]
-            row["ours_vs_peer_rss"] = fastest["peak_rss_mib"] / row["peak_rss_mib"]
+        if "error" in row or row["peer"] == "ours":
+            continue
+        mine = ours.get(row["backend"]) if row["peer"] == "keras_hub" else fastest
+        if mine:
+            theirs = samples[row["peer"], row["backend"]]
+            pairs = list(zip(samples["ours", mine["backend"]], theirs, strict=True))
+            row["ours_vs_peer_tokens"] = paired_median(pairs, "tokens_per_s")
+            row["ours_vs_peer_rss"] = paired_median(pairs, "peak_rss_mib")
 
     print(
         f"\nTraining throughput: V={args.vocab_size} D={args.hidden_dim} F={args.intermediate_dim} "
         f"h={args.num_heads} L={args.num_layers}+{args.num_layers}, batch {args.batch_size} x "
-        f"{args.length} tokens, {args.steps} timed steps, {os.cpu_count()} CPU cores"
+        f"{args.length} tokens, {args.steps} timed steps, {args.repeats} round(s), "
+        f"{os.cpu_count()} CPU cores"
     )
     print_table(
         rows,
@@ -236,6 +283,7 @@ def main(argv=None):
             ("compile_s", "compile s"),
             ("step_ms", "ms/step"),
             ("tokens_per_s", "target tok/s"),
+            ("tokens_range", "tok/s range"),
             ("peak_rss_mib", "peak RSS MiB"),
             ("ours_vs_peer_tokens", "ours/peer tok/s"),
             ("ours_vs_peer_rss", "ours/peer RSS"),
