@@ -46,7 +46,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "BACKEND"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1. Received: {args.repeats}")
+    return args
 
 
 def synthetic_batches(args, num_batches):
@@ -254,8 +257,8 @@ def main(argv=None):
                 run_worker(__file__, [peer, backend, *forwarded], backend=backend)
             )
 
-    rows = [{"peer": peer, "backend": backend, **median_result(samples[peer, backend])}
-            for peer, backend in runs]  # fmt: skip
+    # Rows keep the requested backend: the native worker reports "torch (native)".
+    rows = [{**median_result(samples[run]), "peer": run[0], "backend": run[1]} for run in runs]
     ours = {row["backend"]: row for row in rows if row["peer"] == "ours" and "error" not in row}
     fastest = max(ours.values(), key=lambda row: row["tokens_per_s"], default=None)
     for row in rows:

@@ -88,6 +88,8 @@ def to_json(array):
 def rest_predict(model, body):
     """The predict API's JSON request body -> its JSON response."""
     signature = body.get("signature_name")
+    if "instances" in body and "inputs" in body:
+        raise ValueError('the body has both "instances" and "inputs"')
     if "instances" in body:
         instances = body["instances"]
         if instances and isinstance(instances[0], dict):
@@ -143,9 +145,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         if request.model_spec.name != self.model.name:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_spec.name!r}")
-        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        spec = request.model_spec
+        if spec.HasField("version") and spec.version.value != self.model.version:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no version {spec.version.value}")
         try:
-            outputs = self.model.run(request.model_spec.signature_name, inputs)
+            inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+            outputs = self.model.run(spec.signature_name, inputs)
         except Exception as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(error).__name__}: {error}")
         response = predict_pb2.PredictResponse()
