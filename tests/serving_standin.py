@@ -55,8 +55,11 @@ class Model:
         self.version = latest_version(base_path)
         self.signatures = tf.saved_model.load(os.path.join(base_path, str(self.version))).signatures
 
+    def signature(self, signature_name):
+        return self.signatures[signature_name or "serving_default"]
+
     def input_specs(self, signature_name):
-        return self.signatures[signature_name or "serving_default"].structured_input_signature[1]
+        return self.signature(signature_name).structured_input_signature[1]
 
     def named_inputs(self, signature_name, inputs):
         """A bare list or tensor names the signature's only input."""
@@ -75,8 +78,9 @@ class Model:
         tensors = {
             name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in specs.items()
         }
-        function = self.signatures[signature_name or "serving_default"]
-        return {name: value.numpy() for name, value in function(**tensors).items()}
+        return {
+            name: value.numpy() for name, value in self.signature(signature_name)(**tensors).items()
+        }
 
 
 def to_json(array):
@@ -96,16 +100,17 @@ def rest_predict(model, body):
             inputs = {name: [row[name] for row in instances] for name in instances[0]}
         else:
             inputs = model.named_inputs(signature, instances)
-        outputs = {name: to_json(value) for name, value in model.run(signature, inputs).items()}
-        if len(outputs) == 1:
-            return {"predictions": next(iter(outputs.values()))}
-        rows = len(next(iter(outputs.values())))
-        return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(rows)]}
-    if "inputs" in body:
+    elif "inputs" in body:
         inputs = model.named_inputs(signature, body["inputs"])
-        outputs = {name: to_json(value) for name, value in model.run(signature, inputs).items()}
+    else:
+        raise ValueError('the body has neither "instances" nor "inputs"')
+    outputs = {name: to_json(value) for name, value in model.run(signature, inputs).items()}
+    if "inputs" in body:
         return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
-    raise ValueError('the body has neither "instances" nor "inputs"')
+    if len(outputs) == 1:
+        return {"predictions": next(iter(outputs.values()))}
+    rows = len(next(iter(outputs.values())))
+    return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(rows)]}
 
 
 def rest_handler(model):
