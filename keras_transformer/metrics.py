@@ -20,6 +20,9 @@ class _MaskedMean(keras.metrics.Metric):
         raise NotImplementedError
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        # A metric is never differentiated: eager PyTorch then records no
+        # graph for its passes over the (B, T, V) logits (a no-op under XLA).
+        y_pred = ops.stop_gradient(ops.convert_to_tensor(y_pred))
         values, mask = self._per_token(y_true, y_pred)
         if sample_weight is not None:
             mask = mask * ops.cast(sample_weight, "float32")

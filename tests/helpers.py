@@ -21,6 +21,29 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def gradient(function, x):
+    """d function(x) / dx as NumPy, by the backend's own autodiff; `function` returns a scalar."""
+    import numpy as np
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(function)(jax.numpy.asarray(x)))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = function(x)
+        return tape.gradient(value, x).numpy()
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    function(x).backward()
+    return x.grad.numpy()
+
+
 def other_backend():
     """The next backend in the cycle tensorflow -> jax -> torch -> tensorflow."""
     backends = ("tensorflow", "jax", "torch")

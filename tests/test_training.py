@@ -3,7 +3,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import gradient, to_numpy
 
 import keras_transformer as kt
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
@@ -38,6 +38,22 @@ def test_smoothed_loss_equals_categorical_crossentropy_on_real_tokens(labels_and
     )
     ours = kt.LabelSmoothedCrossEntropy(label_smoothing=epsilon)(labels, logits)
     np.testing.assert_allclose(to_numpy(ours), to_numpy(keras_loss), rtol=1e-5)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_loss_gradient_is_softmax_minus_the_smoothed_target(labels_and_logits, epsilon):
+    # d loss / d z = (softmax(z) - q) / n on real tokens, q = (1 - eps) one_hot(y) + eps / V,
+    # and 0 on padding: the closed form the backends' autodiff must reproduce.
+    labels, logits = labels_and_logits
+    loss = kt.LabelSmoothedCrossEntropy(label_smoothing=epsilon)
+    ours = gradient(lambda z: loss(labels, z), logits)
+    vocab_size = logits.shape[-1]
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    target = (1 - epsilon) * np.eye(vocab_size)[labels] + epsilon / vocab_size
+    real = (labels != kt.PAD_ID)[..., None]
+    expected = np.where(real, probabilities - target, 0.0) / real.sum()
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
 
 
 def test_metrics_ignore_padding(labels_and_logits):
