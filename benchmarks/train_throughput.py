@@ -5,9 +5,9 @@ backend is fixed at import): our `Transformer`; a model of the same size built
 from keras-hub's `TokenAndPositionEmbedding`, `TransformerEncoder` and
 `TransformerDecoder`, trained with our loss and metrics, so that both Keras
 models do the same job; and `torch.nn.Transformer` with embeddings and an
-output projection, trained by a plain PyTorch loop with a smoothed loss. The first `--warmup` steps (XLA
-or tracing) are timed apart as compilation. Prints target tokens per second,
-peak RSS and the ratios ours/peer.
+output projection, trained by a plain PyTorch loop with a smoothed loss.
+The first `--warmup` steps (XLA or tracing) are timed apart as compilation.
+Prints target tokens per second, peak RSS and the ratios ours/peer.
 
     python benchmarks/train_throughput.py            # default size: V 8000, D 256, 3+3 layers
     python benchmarks/train_throughput.py --steps 5  # a quick look
