@@ -35,15 +35,24 @@ def create_optimizer(hidden_dim, training_config=None):
     )
 
 
-def compile_model(model, training_config=None, jit_compile="auto", **kwargs):
+def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=None, **kwargs):
     """Compiles `model` with the paper's optimizer, smoothed loss and masked metrics.
 
     `jit_compile=True` compiles the train step with XLA on TensorFlow and JAX.
     On PyTorch it falls back to eager execution, see `_supported_jit_compile`.
+    `hidden_dim` (d_model of the warmup schedule) defaults to
+    `model.config.hidden_dim`; pass it for a model built by other means.
     """
     training_config = training_config or TrainingConfig()
+    if hidden_dim is None:
+        if not hasattr(model, "config"):
+            raise ValueError(
+                f"compile_model: model {model.name!r} has no `config` to read d_model from; "
+                "pass hidden_dim=..."
+            )
+        hidden_dim = model.config.hidden_dim
     model.compile(
-        optimizer=create_optimizer(model.config.hidden_dim, training_config),
+        optimizer=create_optimizer(hidden_dim, training_config),
         loss=LabelSmoothedCrossEntropy(label_smoothing=training_config.label_smoothing),
         metrics=[MaskedAccuracy(), Perplexity()],
         jit_compile=_supported_jit_compile(jit_compile),

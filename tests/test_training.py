@@ -112,6 +112,23 @@ def copy_or_reverse(rng, batch_size, max_length=8):
     return {ENCODER_INPUT: sources, DECODER_INPUT: decoder_inputs}, labels
 
 
+def test_compile_model_gives_a_model_built_elsewhere_the_same_recipe():
+    config = kt.TransformerConfig.tiny(vocab_size=40, hidden_dim=32)
+    training = kt.TrainingConfig(warmup_steps=10)
+    ours = kt.compile_model(kt.build_transformer(config), training)
+    inputs = keras.Input((None,), dtype="int32")
+    plain = keras.Model(inputs, keras.layers.Embedding(40, 32)(inputs), name="plain")
+    with pytest.raises(ValueError, match="'plain'.*hidden_dim"):
+        kt.compile_model(plain, training)
+    kt.compile_model(plain, training, hidden_dim=32)
+    # Adam's settings and the serialized warmup schedule, d_model included.
+    settings = [{**m.optimizer.get_config(), "name": None} for m in (plain, ours)]
+    assert settings[0] == settings[1]
+    assert settings[0]["learning_rate"]["config"]["hidden_dim"] == 32
+    assert type(plain.loss) is type(ours.loss)
+    assert plain.loss.label_smoothing == ours.loss.label_smoothing
+
+
 def test_tiny_model_learns_copy_or_reverse_with_fit():
     config = kt.TransformerConfig.tiny(
         vocab_size=FIRST_SYMBOL + NUM_SYMBOLS, hidden_dim=64, intermediate_dim=128, dropout=0.0
