@@ -15,6 +15,7 @@ from keras_transformer.layers import (
     TokenEmbedding,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
+    beam_history_mask,
     padding_mask,
 )
 
@@ -209,18 +210,23 @@ class Transformer(keras.Model):
         """The decoding cache for `max_length` target positions and K beams per sentence.
 
         Cross-attention keys and values are computed here, once per sentence,
-        and shared by the sentence's beams.
+        and shared by the sentence's beams. So are the self-attention buffers:
+        beam k's position t is slot `t * K + k` of its sentence's buffers, and
+        "beam_slots" records which beam's slot holds each position of each
+        beam's hypothesis, so that beam search reorders that small table
+        instead of the buffers.
 
         Returns:
             A dict: "self_attention", a list of L pairs of zero
-            `(B*K, h, T_max, d)` key and value buffers (sentence b's beams at
-            rows b*K .. b*K + K - 1); "cross_attention", a list of L pairs
-            `(B, h, S, d)`; "encoder_padding_mask", `(B, S)`.
+            `(B, h, T_max * K, d)` key and value buffers; "cross_attention", a
+            list of L pairs `(B, h, S, d)`; "encoder_padding_mask", `(B, S)`;
+            with K > 1, "beam_slots", int32 `(B*K, T_max)`, -1 where nothing
+            is written yet (sentence b's beams at rows b*K .. b*K + K - 1).
         """
         config = self.config
-        rows = ops.shape(encoder_output)[0] * beam_size
-        shape = (rows, config.num_heads, max_length, config.head_dim)
-        return {
+        batch_size = ops.shape(encoder_output)[0]
+        shape = (batch_size, config.num_heads, max_length * beam_size, config.head_dim)
+        cache = {
             "self_attention": [
                 tuple(ops.zeros(shape, dtype=encoder_output.dtype) for _ in "kv")
                 for _ in self.decoder_layers
@@ -230,14 +236,21 @@ class Transformer(keras.Model):
             ],
             "encoder_padding_mask": encoder_padding_mask,
         }
+        if beam_size > 1:
+            cache["beam_slots"] = ops.full((batch_size * beam_size, max_length), -1, "int32")
+        return cache
 
     @staticmethod
     def reorder_cache(cache, rows):
-        """The cache with self-attention row `rows[i]` at row i (beam search's `reorder_cache`).
+        """The cache with beam row `rows[i]`'s state at row i (beam search's `reorder_cache`).
 
-        Only the per-beam self-attention buffers move; the per-sentence
-        cross-attention keys and values stay where they are.
+        With beams sharing their sentence's buffers (`initialize_cache(...,
+        beam_size=K)`) only the `(B*K, T_max)` "beam_slots" table moves;
+        otherwise the self-attention buffers, one row per beam, do. The
+        per-sentence cross-attention keys and values never move.
         """
+        if "beam_slots" in cache:
+            return {**cache, "beam_slots": ops.take(cache["beam_slots"], rows, axis=0)}
         buffers = tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache["self_attention"])
         return {**cache, "self_attention": buffers}
 
@@ -259,6 +272,15 @@ class Transformer(keras.Model):
             # (B,) -> (B, 1)
             token_ids = token_ids[:, None]
         y = self._embed(token_ids, "decoder", start_index=index)
+        self_mask = None
+        if "beam_slots" in cache:
+            # Each beam writes its own slot at `index`; the mask follows its history.
+            batch_size = ops.shape(cache["encoder_padding_mask"])[0]
+            rows = ops.shape(token_ids)[0]
+            own = ops.arange(rows, dtype="int32") % (rows // batch_size)
+            beam_slots = ops.slice_update(cache["beam_slots"], (0, index), own[:, None])
+            self_mask = beam_history_mask(beam_slots, batch_size)
+            cache = {**cache, "beam_slots": beam_slots}
         self_caches = []
         for layer, self_cache, cross_cache in zip(
             self.decoder_layers, cache["self_attention"], cache["cross_attention"], strict=True
@@ -269,6 +291,7 @@ class Transformer(keras.Model):
                 self_attention_cache=self_cache,
                 self_attention_cache_update_index=index,
                 cross_attention_cache=cross_cache,
+                self_attention_mask=self_mask,
             )
             self_caches.append(self_cache)
         if self.config.normalize_first:

@@ -10,6 +10,7 @@ from keras import ops
 
 import keras_transformer as kt
 from keras_transformer.decoding import beam_search, greedy_search, length_penalty, tile_beams
+from keras_transformer.decoding.search import _top_k
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 # --- a fake model whose best sequence is known -------------------------------
@@ -121,6 +122,18 @@ def test_length_penalty_ranks_as_the_formula_says(alpha):
     assert (len(expected[0]) == 2) == (alpha < 1)
 
 
+@pytest.mark.parametrize("length", [5000, 8192])
+def test_top_k_by_chunks_equals_a_full_sort(length):
+    """Beam search ranks K * V candidates by chunks (padded when V * K is not a multiple)."""
+    rows = np.random.RandomState(length).randn(3, length).astype("float32")
+    rows[1, 1000:1008] = 10.0 + np.arange(8)  # the whole top 8 in one chunk
+    rows[2, ::640] = 5.0 + np.arange(0, length, 640) / length  # each in a chunk of its own
+    values, indices = _top_k(ops.convert_to_tensor(rows), 8)
+    expected = np.argsort(-rows, axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(to_numpy(indices), expected)
+    np.testing.assert_array_equal(to_numpy(values), np.take_along_axis(rows, expected, axis=1))
+
+
 # --- the real model ----------------------------------------------------------
 
 
@@ -208,13 +221,17 @@ def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
         np.testing.assert_allclose(scores[row], expected, atol=1e-4)
 
 
-def test_beams_sharing_cross_attention_equal_beams_with_copies(model, tokenizer, corpus):
-    """The K beams of a sentence read one copy of its encoder keys/values."""
+def test_beams_sharing_their_sentence_buffers_equal_beams_with_copies(model, tokenizer, corpus):
+    """The K beams of a sentence share its encoder keys/values and self-attention buffers."""
     source = source_batch(tokenizer, corpus, 3)
+    shared_cache = prepared(model, source, 10, 4)
+    assert tuple(shared_cache["self_attention"][0][0].shape)[:3] == (3, 4, 40)  # (B, h, T*K)
+    # Reordering beams moves their slot table, never the buffers.
+    reordered = model.reorder_cache(shared_cache, ops.convert_to_tensor([3, 3, 1, 0] * 3))
+    assert reordered["self_attention"] is shared_cache["self_attention"]
     shared = beam_search(
-        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4,
-        reorder_cache=model.reorder_cache,
-    )  # fmt: skip
+        model.decode_step, shared_cache, 3, 10, beam_size=4, reorder_cache=model.reorder_cache
+    )
     cache = prepared(model, source, 10)
     assert tuple(cache["cross_attention"][0][0].shape)[0] == 3
     copied = beam_search(model.decode_step, tile_beams(cache, 4), 3, 10, beam_size=4)

@@ -6,6 +6,7 @@ from keras_transformer.layers.embedding import TokenEmbedding
 from keras_transformer.layers.encoder import TransformerEncoderLayer
 from keras_transformer.layers.feedforward import PositionwiseFeedForward
 from keras_transformer.layers.masks import (
+    beam_history_mask,
     causal_mask,
     decoder_self_attention_mask,
     key_padding_mask,
@@ -20,6 +21,7 @@ __all__ = [
     "TokenEmbedding",
     "TransformerDecoderLayer",
     "TransformerEncoderLayer",
+    "beam_history_mask",
     "causal_mask",
     "decoder_self_attention_mask",
     "key_padding_mask",

@@ -24,7 +24,11 @@ class MultiHeadAttention(keras.layers.Layer):
 
     - self-attention: the pair is a fixed-size `T_max` buffer; the keys and
       values of the new positions are written into it at
-      `cache_update_index`, and the updated pair is returned.
+      `cache_update_index`, and the updated pair is returned. For beam
+      search, the K beams of a sentence (queries b*K .. b*K + K - 1, one
+      position each) may share one buffer of `T_max * K` slots: beam k's
+      position t is slot `t * K + k`, and a `(B, K, 1, T_max * K)` mask
+      tells each beam which slots hold its own history.
     - cross-attention: the pair holds the encoder's keys and values, computed
       once per sentence by `compute_cache()`, and `cache_update_index` is
       None. The queries may hold K rows per cached sentence (K beams,
@@ -52,8 +56,9 @@ class MultiHeadAttention(keras.layers.Layer):
             sentences.
         value: `(B, Tk, D)` keys and values come from (the same tensor as
             `query` for self-attention). Unused for cross-attention with a cache.
-        attention_mask: bool `(B, Tq, Tk)`, see above. Optional. With a
-            cross-attention cache, B is the cache's batch, not the queries'.
+        attention_mask: bool `(B, Tq, Tk)`, see above, or `(B, K, Tq, Tk)`
+            with K query rows per cached sentence. Optional. With a cache, B
+            is the cache's batch, not the queries'.
         cache: optional `(keys, values)`, each `(B, h, Tk, d)`, see above.
         cache_update_index: optional int scalar, where the new keys go.
         return_attention_scores: bool. Also return the `(N, h, Tq, Tk)`
@@ -158,10 +163,9 @@ class MultiHeadAttention(keras.layers.Layer):
             elif cache_update_index is None:
                 keys, values = cache
             else:
-                # Self-attention: write the new positions into the (B, h, T_max, d) pair.
-                start = [0, 0, cache_update_index, 0]
+                # Self-attention: write the new positions into the buffers.
                 keys, values = cache = tuple(
-                    ops.slice_update(buffer, start, ops.cast(new, buffer.dtype))
+                    _write_cache(buffer, new, cache_update_index)
                     for buffer, new in zip(cache, self.compute_cache(value), strict=True)
                 )
             attention_output, scores = self._attend(
@@ -185,27 +189,39 @@ class MultiHeadAttention(keras.layers.Layer):
         Args:
             query: `(N, Tq, h, d)`, N = B*K: K rows per sentence of `keys`.
             keys, values: `(B, h, Tk, d)`.
-            mask: bool `(B or 1, Tq, Tk)` or None.
+            mask: bool `(B or 1, Tq, Tk)`, the same for the K rows of a
+                sentence, or `(B, K, Tq, Tk)`, one per row; or None.
 
         Returns:
             `(N, Tq, h, d)` outputs and `(N, h, Tq, Tk)` probabilities (None
             unless `return_scores`).
         """
-        batch = ops.shape(keys)[0]
+        batch, heads, key_length, depth = ops.shape(keys)
         query_shape = ops.shape(query)
-        # (N, Tq, h, d) -> (B, K, Tq, h, d)
-        query = ops.reshape(query, (batch, -1, *query_shape[1:]))
+        query_length = query_shape[1]
+        # (N, Tq, h, d) -> (B, K, Tq, h, d) -> (B, h, K, Tq, d) -> (B, h, K*Tq, d):
+        # one plain batched product per sentence and head, which XLA runs
+        # several times faster than the same product with K and Tq apart.
+        query = ops.reshape(query, (batch, -1, query_length, heads, depth))
+        query = ops.reshape(ops.transpose(query, (0, 3, 1, 2, 4)), (batch, heads, -1, depth))
         # Scaled before the product, so half-precision logits stay in range.
         query = query / ops.cast(math.sqrt(self.head_dim), query.dtype)
-        logits = ops.cast(ops.einsum("bkqhd,bhsd->bhkqs", query, keys), "float32")
+        logits = ops.cast(ops.einsum("bhqd,bhsd->bhqs", query, keys), "float32")
+        # (B, h, K*Tq, Tk) -> (B, h, K, Tq, Tk)
+        logits = ops.reshape(logits, (batch, heads, -1, query_length, key_length))
         if mask is not None:
-            # (B, Tq, Tk) -> (B, 1, 1, Tq, Tk): the same for every head and beam
-            logits = ops.where(mask[:, None, None], logits, ops.full_like(logits, -1e9))
+            # (B, Tq, Tk) -> (B, 1, 1, Tq, Tk), the same for every head and beam;
+            # (B, K, Tq, Tk) -> (B, 1, K, Tq, Tk), the same for every head
+            mask = mask[:, None, None] if len(mask.shape) == 3 else mask[:, None]
+            # Added, not selected: XLA fuses an addition into the product, a select not.
+            logits = logits + ops.cast(ops.logical_not(mask), "float32") * -1e9
         probabilities = ops.softmax(logits, axis=-1)
         dropped = self.dropout_layer(ops.cast(probabilities, values.dtype), training=training)
-        # (B, h, K, Tq, Tk) x (B, h, Tk, d) -> (B, K, Tq, h, d) -> (N, Tq, h, d)
-        outputs = ops.einsum("bhkqs,bhsd->bkqhd", dropped, values)
-        outputs = ops.reshape(outputs, query_shape)
+        # (B, h, K*Tq, Tk) x (B, h, Tk, d) -> (B, h, K, Tq, d) -> (B, K, Tq, h, d) -> (N, Tq, h, d)
+        dropped = ops.reshape(dropped, (batch, heads, -1, key_length))
+        outputs = ops.einsum("bhqs,bhsd->bhqd", dropped, values)
+        outputs = ops.reshape(outputs, (batch, heads, -1, query_length, depth))
+        outputs = ops.reshape(ops.transpose(outputs, (0, 2, 3, 1, 4)), query_shape)
         scores = None
         if return_scores:
             # (B, h, K, Tq, Tk) -> (B, K, h, Tq, Tk) -> (N, h, Tq, Tk)
@@ -225,6 +241,24 @@ class MultiHeadAttention(keras.layers.Layer):
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
+
+
+def _write_cache(buffer, new, index):
+    """Writes `(N, h, Tq, d)` keys or values into a `(B, h, T, d)` buffer at `index`.
+
+    With N = B, row b's positions go to `index .. index + Tq - 1`. With one
+    position (Tq = 1) and N = B*K, the K beams of sentence b share its
+    buffer, T = T_max * K slots, and beam k's position `index` goes to slot
+    `index * K + k`: the K beams write one contiguous block.
+    """
+    if new.shape[2] == 1:
+        # (B*K, h, 1, d) -> (B, K, h, d) -> (B, h, K, d)
+        batch = ops.shape(buffer)[0]
+        rows, heads, _, depth = ops.shape(new)
+        beams = rows // batch
+        new = ops.transpose(ops.reshape(new, (batch, beams, heads, depth)), (0, 2, 1, 3))
+        index = index * beams
+    return ops.slice_update(buffer, [0, 0, index, 0], ops.cast(new, buffer.dtype))
 
 
 def _visible(attention_mask):

@@ -27,6 +27,9 @@ class TransformerDecoderLayer(_TransformerLayer):
     cross-attention keys/values of the encoder output, a pair of
     `(B', h, S, d)` computed once by `compute_cross_attention_cache()`; B may
     be K times B' (K beams per sentence, adjacent), the beams sharing it.
+    The K beams may also share self-attention buffers of `(B', h, T_max * K,
+    d)`, given with the `self_attention_mask` that says which slots hold
+    each beam's history.
 
     **Masking**: self-attention is causal (§3.2.3): position i sees positions
     <= i. Without a cache, `decoder_padding_mask` `(B, T)` also hides padded
@@ -50,6 +53,9 @@ class TransformerDecoderLayer(_TransformerLayer):
         self_attention_cache_update_index: int scalar, the position of
             `decoder_sequence[:, 0]`; required with `self_attention_cache`.
         cross_attention_cache: optional pair of `(B', h, S, d)`.
+        self_attention_mask: optional bool mask replacing the causal one,
+            for self-attention buffers that K beams share (`(B', K, 1,
+            T_max * K)`, see `MultiHeadAttention`).
         return_attention_scores: bool. Also return a dict of `(B, h, T, .)`
             probabilities, keys "self_attention" and "cross_attention".
         training: bool.
@@ -92,15 +98,18 @@ class TransformerDecoderLayer(_TransformerLayer):
         self_attention_cache=None,
         self_attention_cache_update_index=None,
         cross_attention_cache=None,
+        self_attention_mask=None,
         return_attention_scores=False,
         training=None,
     ):
         length = ops.shape(decoder_sequence)[1]
-        if self_attention_cache is not None:
-            if self_attention_cache_update_index is None:
-                raise ValueError(
-                    "self_attention_cache_update_index is required with self_attention_cache"
-                )
+        if self_attention_cache is not None and self_attention_cache_update_index is None:
+            raise ValueError(
+                "self_attention_cache_update_index is required with self_attention_cache"
+            )
+        if self_attention_mask is not None:
+            self_mask = self_attention_mask
+        elif self_attention_cache is not None:
             self_mask = causal_mask(
                 length, ops.shape(self_attention_cache[0])[2], self_attention_cache_update_index
             )
