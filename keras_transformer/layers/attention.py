@@ -213,7 +213,8 @@ class MultiHeadAttention(keras.layers.Layer):
             # (B, Tq, Tk) -> (B, 1, 1, Tq, Tk), the same for every head and beam;
             # (B, K, Tq, Tk) -> (B, 1, K, Tq, Tk), the same for every head
             mask = mask[:, None, None] if len(mask.shape) == 3 else mask[:, None]
-            # Added, not selected: XLA fuses an addition into the product, a select not.
+            # Added, not selected: on XLA (CPU) the addition fuses with the product
+            # and costs nothing; a select cost about as much as the product.
             logits = logits + ops.cast(ops.logical_not(mask), "float32") * -1e9
         probabilities = ops.softmax(logits, axis=-1)
         dropped = self.dropout_layer(ops.cast(probabilities, values.dtype), training=training)
