@@ -13,7 +13,9 @@ For each backend, in its own subprocess, on one batch of source sentences:
 
 Every peer generates exactly `--length` tokens (EOS is masked out of our
 searches; keras-hub's samplers are given no stop token), so the work is equal.
-Compilation is timed apart. Then our cached greedy search at 32, 64 and 128
+Compilation is timed apart; then the peers are timed round-robin, median of
+`--repeats` rounds, so that a drift in the machine's speed does not tilt their
+ratios. Our cached greedy search at 32, 64 and 128
 output tokens gives the time per generated token as the output grows.
 
     python benchmarks/decode_throughput.py [--backends tensorflow,jax,torch]
@@ -21,6 +23,7 @@ output tokens gives the time per generated token as the output grows.
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -35,23 +38,32 @@ def parse_args(argv=None):
     parser.add_argument("--source-length", type=int, default=24)
     parser.add_argument("--length", type=int, default=64, help="generated tokens")
     parser.add_argument("--sweep", default="32,64,128", help="output lengths for ours-greedy")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
     parser.add_argument("--worker", nargs=1, metavar="BACKEND", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def timed(function, *args, repeats):
-    """(first-call seconds, mean seconds of `repeats` further calls)."""
+def timed_interleaved(calls, repeats):
+    """Times `calls` (name -> no-argument function) round-robin, `repeats` rounds.
+
+    Returns name -> (first-call seconds, median seconds of the timed calls).
+    Interleaving the peers, rather than timing each peer's calls in a row,
+    keeps a drift in the machine's speed out of their ratios.
+    """
     import keras
 
-    began = time.perf_counter()
-    keras.ops.convert_to_numpy(function(*args)[0])
-    first = time.perf_counter() - began
-    began = time.perf_counter()
+    def seconds(call):
+        began = time.perf_counter()
+        keras.ops.convert_to_numpy(call()[0])
+        return time.perf_counter() - began
+
+    first = {name: seconds(call) for name, call in calls.items()}
+    runs = {name: [] for name in calls}
     for _ in range(repeats):
-        keras.ops.convert_to_numpy(function(*args)[0])
-    return first, (time.perf_counter() - began) / repeats
+        for name, call in calls.items():
+            runs[name].append(seconds(call))
+    return {name: (first[name], statistics.median(runs[name])) for name in calls}
 
 
 def without_eos(step_fn):
@@ -217,26 +229,28 @@ def worker(args):
         num_layers=args.num_layers, max_length=1024,
     )  # fmt: skip
     model = kt.build_transformer(config)
-    rows = []
+    calls = {}
 
-    def measure(peer, search, holder, length, beam):
+    def add(peer, search, holder, length, beam):
         compiled = compile_search(search, holder)
-        first, seconds = timed(compiled, source, limits, length, repeats=args.repeats)
+        calls[(peer, beam, length)] = lambda: compiled(source, limits, length)
+
+    for beam in (1, 4):
+        add("ours", ours(args, model, beam_size=beam), model, args.length, beam)
+        search, holder = keras_hub_peer(args, beam_size=beam)
+        add("keras-hub", search, holder, args.length, beam)
+    add("ours uncached", ours(args, model, uncached=True), model, args.length, 1)
+    for length in (int(n) for n in args.sweep.split(",")):
+        if length != args.length:
+            add("ours", ours(args, model), model, length, 1)
+    rows = []
+    for (peer, beam, length), (first, seconds) in timed_interleaved(calls, args.repeats).items():
         rows.append({
             "backend": keras.backend.backend(), "peer": peer, "beam": beam, "tokens": length,
             "compile_s": max(first - seconds, 0.0), "seconds": seconds,
             "sentences_per_s": args.batch_size / seconds,
             "ms_per_token": 1000 * seconds / length,
         })  # fmt: skip
-
-    for beam in (1, 4):
-        measure("ours", ours(args, model, beam_size=beam), model, args.length, beam)
-        search, holder = keras_hub_peer(args, beam_size=beam)
-        measure("keras-hub", search, holder, args.length, beam)
-    measure("ours uncached", ours(args, model, uncached=True), model, args.length, 1)
-    for length in (int(n) for n in args.sweep.split(",")):
-        if length != args.length:
-            measure("ours", ours(args, model), model, length, 1)
     return {"rows": rows}
 
 

@@ -229,10 +229,13 @@ def train(
     config, training = configs["model"], configs["training"]
     keras.utils.set_random_seed(training.seed)
 
-    dataset = make_dataset(
-        train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed
-    )
-    steps_per_epoch = int(dataset.cardinality())
+    def epochs_of(first, end):
+        return make_dataset(
+            train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed,
+            epochs=(first, end),
+        )  # fmt: skip
+
+    steps_per_epoch = int(epochs_of(0, 1).cardinality())
     if steps_per_epoch < 1:
         raise TrainingError(
             f"{len(train_pairs)} training pairs make no full batch of max_tokens="
@@ -265,7 +268,7 @@ def train(
         print(f"Already at step {start} of {total}: nothing to train", flush=True)
     else:
         _fit(
-            model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, total,
+            model, workdir, tokenizer, epochs_of, valid_dataset, valid_pairs, start, total,
             steps_per_epoch, time_budget, checkpoint_every, keep_checkpoints,
             validation_sample, minutes_before, verbose, jit_compile,
         )  # fmt: skip
@@ -273,7 +276,7 @@ def train(
     return model
 
 
-def _fit(model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, total,
+def _fit(model, workdir, tokenizer, epochs_of, valid_dataset, valid_pairs, start, total,
          steps_per_epoch, time_budget, checkpoint_every, keep_checkpoints, validation_sample,
          minutes_before, verbose, jit_compile):  # fmt: skip
     saver = _Checkpoints(workdir, checkpoint_every, keep_checkpoints)
@@ -291,16 +294,18 @@ def _fit(model, workdir, tokenizer, dataset, valid_dataset, valid_pairs, start, 
     ]
     epochs = math.ceil(total / steps_per_epoch) if math.isfinite(total) else 10**6
     # An epoch is one pass over the data. A resumed run first finishes the
-    # epoch it was in, then goes on epoch by epoch; the data stream skips the
-    # batches already seen, so the order is that of an uninterrupted run.
+    # epoch it was in, then goes on epoch by epoch; each epoch's order depends
+    # on its number alone and the stream skips the batches already seen, so
+    # the order is that of an uninterrupted run.
     epoch, offset = divmod(start, steps_per_epoch)
     segments = [(epoch, epoch + 1, steps_per_epoch - offset)] if offset else []
     segments.append((epoch + (1 if offset else 0), epochs, steps_per_epoch))
     for initial_epoch, end_epoch, steps in segments:
         if model.stop_training or _step(model) >= total or initial_epoch >= end_epoch:
             break
+        seen = _step(model) - initial_epoch * steps_per_epoch
         model.fit(
-            dataset.repeat().skip(_step(model)),
+            epochs_of(initial_epoch, end_epoch).skip(seen),
             initial_epoch=initial_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps,

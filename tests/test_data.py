@@ -239,3 +239,25 @@ def test_dataset_feeds_model_fit(tokenizer, pairs):
     dataset = kt.data.make_dataset(pairs[:300], tokenizer, max_tokens=512, max_length=64)
     history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_an_epoch_has_the_same_order_wherever_the_stream_starts(tokenizer, pairs):
+    def stream(first, end):
+        return batches(kt.data.make_dataset(pairs, tokenizer, seed=5, epochs=(first, end)))
+
+    def same(a, b):
+        return all(
+            x.shape == y.shape and (x == y).all()
+            for one, other in zip(a, b, strict=True)
+            for x, y in zip(one, other, strict=True)
+        )
+
+    whole = stream(0, 3)
+    per_epoch = len(whole) // 3
+    assert len(whole) == 3 * per_epoch == int(kt.data.make_dataset(
+        pairs, tokenizer, seed=5, epochs=(0, 3)).cardinality())  # fmt: skip
+    # A resumed run builds its stream from the epoch it stopped in.
+    assert same(whole[per_epoch:], stream(1, 3))
+    assert same(whole[2 * per_epoch :], stream(2, 3))
+    # Each epoch is shuffled anew.
+    assert not same(whole[:per_epoch], whole[per_epoch : 2 * per_epoch])

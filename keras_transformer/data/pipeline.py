@@ -71,6 +71,7 @@ def make_dataset(
     shuffle=True,
     seed=0,
     drop_remainder=True,
+    epochs=None,
 ):
     """A `tf.data.Dataset` of `({"encoder_token_ids", "decoder_token_ids"}, labels)`.
 
@@ -89,9 +90,15 @@ def make_dataset(
         drop_remainder: bool. Drop each bucket's last, partial batch, so that
             every batch of a bucket has the same shape (one XLA program per
             bucket). Set False for evaluation, to see every pair.
+        epochs: optional `(first, end)`: the epochs `first .. end - 1` one
+            after another, epoch e shuffled by `(seed, e)` alone, so that its
+            batches come in the same order in every run that reaches it (a
+            resumed run starts at its epoch). Default: one epoch, shuffled
+            anew each time it is iterated.
 
     Returns:
-        The dataset; its `cardinality()` is the number of batches per epoch.
+        The dataset; its `cardinality()` is the number of batches per epoch
+        (with `epochs`, of all of them).
     """
     boundaries = bucket_boundaries(max_length, buckets)
     if max_tokens < boundaries[-1]:
@@ -111,17 +118,34 @@ def make_dataset(
     if not sources:
         raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
 
-    dataset = tf.data.Dataset.from_tensor_slices((_ragged(sources), _ragged(targets)))
-    if shuffle:
-        dataset = dataset.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(_teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = _bucket(dataset, boundaries, max_tokens, drop_remainder)
     # Bucketing hides the batch count from tf.data; it is known, so say it
     # (Keras then shows a full progress bar and knows where an epoch ends).
     batches = count_batches(sources, targets, boundaries, max_tokens, drop_remainder)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    if shuffle:
-        dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=True)
+    count, sources, targets = len(sources), _ragged(sources), _ragged(targets)
+
+    def one_epoch(seed, reshuffle):
+        dataset = tf.data.Dataset.from_tensor_slices((sources, targets))
+        if shuffle:
+            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=reshuffle)
+        dataset = dataset.map(
+            _teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        dataset = _bucket(dataset, boundaries, max_tokens, drop_remainder)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+        if shuffle:
+            dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=reshuffle)
+        return dataset
+
+    if epochs is None:
+        dataset = one_epoch(seed, reshuffle=True)
+    else:
+        first, end = epochs
+        # Seeds from (seed, epoch) only: a reshuffle would depend on how many
+        # iterators the dataset had made before, which a resumed run does not repeat.
+        dataset = tf.data.Dataset.range(first, end).flat_map(
+            lambda epoch: one_epoch(seed * 1_000_003 + epoch, reshuffle=False)
+        )
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches * (end - first)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
