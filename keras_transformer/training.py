@@ -220,7 +220,7 @@ def train(
     Raises:
         TrainingError: the loss became NaN (the last good checkpoint stays).
     """
-    from keras_transformer.data.pipeline import make_dataset
+    from keras_transformer.data.pipeline import BatchedCorpus, make_dataset
     from keras_transformer.model import build_transformer
 
     if not (max_steps or epochs or time_budget):
@@ -229,13 +229,14 @@ def train(
     config, training = configs["model"], configs["training"]
     keras.utils.set_random_seed(training.seed)
 
-    def epochs_of(first, end):
-        return make_dataset(
-            train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed,
-            epochs=(first, end),
-        )  # fmt: skip
+    corpus = BatchedCorpus(  # tokenized once, for every segment of the run
+        train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed
+    )
 
-    steps_per_epoch = int(epochs_of(0, 1).cardinality())
+    def epochs_of(first, end):
+        return corpus.dataset(epochs=(first, end))
+
+    steps_per_epoch = corpus.batches_per_epoch
     if steps_per_epoch < 1:
         raise TrainingError(
             f"{len(train_pairs)} training pairs make no full batch of max_tokens="

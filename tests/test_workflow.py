@@ -54,7 +54,14 @@ def weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
 
 
-def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys):
+def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monkeypatch):
+    tokenized = []
+    tokenize_pairs = kt.data.pipeline.tokenize_pairs
+    monkeypatch.setattr(
+        kt.data.pipeline,
+        "tokenize_pairs",
+        lambda pairs, *args: tokenized.append(len(pairs)) or tokenize_pairs(pairs, *args),
+    )
     work = tmp_path / "run"
     status = main(
         "train", "--src", corpus["train.en"], "--tgt", corpus["train.de"],
@@ -62,6 +69,7 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys):
         "--workdir", work, *TINY, "--max-steps", 6, "--checkpoint-every", 3,
     )  # fmt: skip
     assert status == 0
+    assert sorted(tokenized) == [20, 300]  # each corpus encoded once
     assert [step for step, _ in training.checkpoints(str(work))] == [3, 6]
     configs = workdirs.read_config(str(work))
     assert configs["model"].max_length == 32 and configs["training"].warmup_steps == 10

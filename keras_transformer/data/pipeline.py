@@ -100,53 +100,78 @@ def make_dataset(
         The dataset; its `cardinality()` is the number of batches per epoch
         (with `epochs`, of all of them).
     """
-    boundaries = bucket_boundaries(max_length, buckets)
-    if max_tokens < boundaries[-1]:
-        raise ValueError(
-            f"max_tokens must hold one sequence of max_length tokens. "
-            f"Received: max_tokens={max_tokens}, max_length={max_length}"
+    corpus = BatchedCorpus(pairs, tokenizer, max_tokens, max_length, buckets, shuffle=shuffle,
+                           seed=seed, drop_remainder=drop_remainder)  # fmt: skip
+    return corpus.dataset(epochs)
+
+
+class BatchedCorpus:
+    """Pairs tokenized once, made into `make_dataset`'s datasets on demand.
+
+    For a caller that needs several datasets of one corpus, such as a resumed
+    run that finishes one epoch and then goes on: the text is encoded once.
+    The arguments are `make_dataset`'s.
+
+    Attributes:
+        batches_per_epoch: int.
+    """
+
+    def __init__(self, pairs, tokenizer, max_tokens, max_length, buckets=DEFAULT_BUCKETS, *,
+                 shuffle=True, seed=0, drop_remainder=True):  # fmt: skip
+        self.boundaries = bucket_boundaries(max_length, buckets)
+        if max_tokens < self.boundaries[-1]:
+            raise ValueError(
+                f"max_tokens must hold one sequence of max_length tokens. "
+                f"Received: max_tokens={max_tokens}, max_length={max_length}"
+            )
+        sources, targets, dropped = tokenize_pairs(pairs, tokenizer, max_length)
+        # A warning when pairs were dropped, so that the summary shows by default.
+        logger.log(
+            logging.WARNING if dropped else logging.INFO,
+            "make_dataset: %d pairs kept, %d dropped as longer than %d tokens",
+            len(sources),
+            dropped,
+            max_length,
         )
-    sources, targets, dropped = tokenize_pairs(pairs, tokenizer, max_length)
-    # A warning when pairs were dropped, so that the summary shows by default.
-    logger.log(
-        logging.WARNING if dropped else logging.INFO,
-        "make_dataset: %d pairs kept, %d dropped as longer than %d tokens",
-        len(sources),
-        dropped,
-        max_length,
-    )
-    if not sources:
-        raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
+        if not sources:
+            raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
+        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
+        self.drop_remainder = drop_remainder
+        # Bucketing hides the batch count from tf.data; it is known, so say it
+        # (Keras then shows a full progress bar and knows where an epoch ends).
+        self.batches_per_epoch = count_batches(
+            sources, targets, self.boundaries, max_tokens, drop_remainder
+        )
+        self.count, self.sources, self.targets = len(sources), _ragged(sources), _ragged(targets)
 
-    # Bucketing hides the batch count from tf.data; it is known, so say it
-    # (Keras then shows a full progress bar and knows where an epoch ends).
-    batches = count_batches(sources, targets, boundaries, max_tokens, drop_remainder)
-    count, sources, targets = len(sources), _ragged(sources), _ragged(targets)
+    def dataset(self, epochs=None):
+        """`make_dataset`'s dataset: one epoch, or epochs `(first, end)`."""
+        if epochs is None:
+            dataset = self._epoch(self.seed, reshuffle=True)
+        else:
+            first, end = epochs
+            # Seeds from (seed, epoch) only: a reshuffle would depend on how many
+            # iterators the dataset had made before, which a resumed run does not repeat.
+            dataset = tf.data.Dataset.range(first, end).flat_map(
+                lambda epoch: self._epoch(self.seed * 1_000_003 + epoch, reshuffle=False)
+            )
+            dataset = dataset.apply(
+                tf.data.experimental.assert_cardinality(self.batches_per_epoch * (end - first))
+            )
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def one_epoch(seed, reshuffle):
-        dataset = tf.data.Dataset.from_tensor_slices((sources, targets))
-        if shuffle:
-            dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=reshuffle)
+    def _epoch(self, seed, reshuffle):
+        dataset = tf.data.Dataset.from_tensor_slices((self.sources, self.targets))
+        if self.shuffle:
+            dataset = dataset.shuffle(self.count, seed=seed, reshuffle_each_iteration=reshuffle)
         dataset = dataset.map(
             _teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-        dataset = _bucket(dataset, boundaries, max_tokens, drop_remainder)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-        if shuffle:
+        dataset = _bucket(dataset, self.boundaries, self.max_tokens, self.drop_remainder)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch))
+        if self.shuffle:
             dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=reshuffle)
         return dataset
-
-    if epochs is None:
-        dataset = one_epoch(seed, reshuffle=True)
-    else:
-        first, end = epochs
-        # Seeds from (seed, epoch) only: a reshuffle would depend on how many
-        # iterators the dataset had made before, which a resumed run does not repeat.
-        dataset = tf.data.Dataset.range(first, end).flat_map(
-            lambda epoch: one_epoch(seed * 1_000_003 + epoch, reshuffle=False)
-        )
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches * (end - first)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def batch_sizes(boundaries, max_tokens):
