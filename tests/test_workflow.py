@@ -1,7 +1,8 @@
 """The command line end to end: train, resume after a kill, translate, evaluate, average, export.
 
 Training runs in-process through `cli.main` (the current backend), except the
-resume test, which kills a real `keras-transformer train` process.
+resume test's killed and resumed runs, which are real `keras-transformer train`
+processes.
 """
 
 import json
@@ -124,26 +125,25 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path, tiny_config):
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-6)
 
 
-def train_command(corpus, work, max_steps):
-    return [sys.executable, "-m", "keras_transformer", "train", "--src", corpus["train.en"],
-            "--tgt", corpus["train.de"], "--workdir", str(work), *TINY,
-            "--max-steps", str(max_steps), "--checkpoint-every", "2"]  # fmt: skip
+def train_arguments(corpus, work, max_steps):
+    return ["train", "--src", corpus["train.en"], "--tgt", corpus["train.de"],
+            "--workdir", str(work), *TINY, "--max-steps", str(max_steps),
+            "--checkpoint-every", "2"]  # fmt: skip
 
 
 def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": keras.backend.backend()}
     steps = 10
-    whole = subprocess.run(
-        train_command(corpus, tmp_path / "whole", steps), env=env, capture_output=True, text=True
-    )
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    command = [sys.executable, "-m", "keras_transformer"]
+    # The uninterrupted run, in this process; the killed one in a process of its own.
+    assert main(*train_arguments(corpus, tmp_path / "whole", steps)) == 0
     # Two epochs (header + two rows): the resumed run must cross an epoch boundary.
     assert len((tmp_path / "whole" / "logs" / "history.csv").read_text().splitlines()) == 3
 
     work = tmp_path / "killed"
     process = subprocess.Popen(
-        train_command(corpus, work, steps), env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*command, *train_arguments(corpus, work, steps)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not training.checkpoints(str(work)) and time.monotonic() < deadline:
@@ -155,7 +155,7 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     assert reached < steps and not (work / "model.keras").exists()
 
     resumed = subprocess.run(
-        train_command(corpus, work, steps), env=env, capture_output=True, text=True
+        [*command, *train_arguments(corpus, work, steps)], env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {reached})" in resumed.stdout
