@@ -1,8 +1,9 @@
 """Translation quality on real corpora: the paper's recipe against the keras.io recipe.
 
-Every run trains for the same wall-clock budget on this machine, in its own
-subprocess, then translates the task's test split and scores it with
-detokenized, case-sensitive sacreBLEU and chrF.
+Every run trains for the same wall-clock budget on this machine (or, with
+`--steps`, for the same number of optimizer steps), in its own subprocess,
+then translates the task's test split and scores it with detokenized,
+case-sensitive sacreBLEU and chrF.
 
 Tasks (from `--data`, default `../shared/data`):
 
@@ -109,6 +110,13 @@ def parse_args(argv=None):
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated")
     parser.add_argument("--budget", type=float, default=60.0, help="training minutes per run")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="train every run for this many optimizer steps instead of --budget minutes "
+        "(ablations compared at equal steps, as in the paper's Table 3, whatever the "
+        "machine's speed)",
+    )
     parser.add_argument("--backend", default="jax")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--preset", default="small")
@@ -199,7 +207,8 @@ def train_ours(args, task, run, directory):
     tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
     began = time.monotonic()
     model = train(
-        workdir, tokenizer, train_pairs, valid_pairs, time_budget=args.budget,
+        workdir, tokenizer, train_pairs, valid_pairs, max_steps=args.steps,
+        time_budget=None if args.steps else args.budget,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.average_last,
     )  # fmt: skip
     minutes = (time.monotonic() - began) / 60
@@ -308,7 +317,11 @@ def train_peer(args, task, directory):
             self.began = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
-            if time.monotonic() - self.began > 60 * args.budget:
+            if args.steps:
+                done = int(ops.convert_to_numpy(self.model.optimizer.iterations)) >= args.steps
+            else:
+                done = time.monotonic() - self.began > 60 * args.budget
+            if done:
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
@@ -402,7 +415,7 @@ def save_result(directory, result):
 
 # The options every run depends on; `ours` and its ablations also on OURS_OPTIONS
 # and on their recipe (`settings`).
-SHARED_OPTIONS = ("budget", "backend", "vocab_size", "test_size")
+SHARED_OPTIONS = ("budget", "steps", "backend", "vocab_size", "test_size")
 OURS_OPTIONS = ("preset", "checkpoint_every", "average_last")
 
 
@@ -454,6 +467,10 @@ def differences(result, args, run):
     return found
 
 
+def training_length(args):
+    return f"{args.steps} steps" if args.steps else f"{args.budget:g} minutes"
+
+
 def read_result(path):
     if not os.path.isfile(path):
         return None
@@ -501,7 +518,7 @@ def main(argv=None):
                 if os.path.isdir(directory):
                     shutil.rmtree(directory)  # an unfinished run, or --rerun
                 os.makedirs(directory)
-                print(f"=== {name} / {run}: {args.budget:g} minutes of training ===", flush=True)
+                print(f"=== {name} / {run}: {training_length(args)} of training ===", flush=True)
                 command = [sys.executable, os.path.abspath(__file__), "--worker", name, run,
                            "--data", args.data, "--out", args.out, "--budget", str(args.budget),
                            "--vocab-size", str(args.vocab_size), "--preset", args.preset,
@@ -509,6 +526,8 @@ def main(argv=None):
                            "--average-last", str(args.average_last)]  # fmt: skip
                 if args.test_size:
                     command += ["--test-size", str(args.test_size)]
+                if args.steps:
+                    command += ["--steps", str(args.steps)]
                 command += [item for value in args.set for item in ("--set", value)]
                 env = {**os.environ, "KERAS_BACKEND": args.backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
                 status = subprocess.run(command, env=env).returncode
@@ -528,7 +547,7 @@ def report(args, results):
             "task": name, "run": run, "minutes": result["train_minutes"], "steps": result["steps"],
             "bleu": result["bleu"], "chrf": result["chrf"],
         })  # fmt: skip
-    print(f"\nTest scores after {args.budget:g} minutes of training ({args.backend}):\n")
+    print(f"\nTest scores after {training_length(args)} of training ({args.backend}):\n")
     print_table(rows, [("task", "task"), ("run", "run"), ("minutes", "train min"),
                        ("steps", "steps"), ("bleu", "BLEU"), ("chrf", "chrF")])  # fmt: skip
     deltas = []
