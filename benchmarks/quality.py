@@ -314,11 +314,12 @@ def train_peer(args, task, directory):
 
     class Budget(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.began = time.monotonic()
+            self.began, self.steps = time.monotonic(), 0
 
         def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
             if args.steps:
-                done = int(ops.convert_to_numpy(self.model.optimizer.iterations)) >= args.steps
+                done = self.steps >= args.steps
             else:
                 done = time.monotonic() - self.began > 60 * args.budget
             if done:
@@ -447,7 +448,8 @@ def recipe_fields(args, items):
 def measured_with(args, run):
     """The options a result depends on, stored with it."""
     names = SHARED_OPTIONS + (() if run == "peer" else OURS_OPTIONS)
-    return {name: getattr(args, name) for name in names}
+    ignored = {"budget"} if args.steps else set()  # --steps replaces the budget
+    return {name: getattr(args, name) for name in names if name not in ignored}
 
 
 def differences(result, args, run):
