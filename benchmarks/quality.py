@@ -39,8 +39,11 @@ minutes). A run whose `result.json` exists for the same options is not
 repeated, so the matrix can be filled in over several invocations; one
 measured with other options (budget, vocabulary, recipe, ...) is left as it
 is and the script stops and names it (`--rerun` replaces it, another
-`--out` keeps both). The
-table at the end gives each run's scores and, per task, the ablations as
+`--out` keeps both). A `--steps` run of ours or an ablation that was
+stopped (a kill, the end of a session) resumes from its last checkpoint
+when the same command is given again, with the same data order, so a
+two-hour run can be made in parts; an unfinished `--budget` run starts
+again. The table at the end gives each run's scores and, per task, the ablations as
 BLEU deltas, ours minus the other. `--rescore` scores the stored
 hypotheses again (after a change to scoring or to the peer's detokenization)
 without training.
@@ -50,6 +53,7 @@ without training.
 """
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -200,18 +204,33 @@ def train_ours(args, task, run, directory):
     train_pairs, valid_pairs = read_split(args, task, "train"), read_split(args, task, "valid")
     test_pairs = read_split(args, task, task.test)[: args.test_size]
     workdir = os.path.join(directory, "workdir")
-    tokenizer = Tokenizer.train([text for pair in train_pairs for text in pair], args.vocab_size)
     recipe = settings(args, run)
-    configs = recipe_configs(args.preset, tokenizer.vocab_size, recipe)
-    workdirs.write_config(workdir, configs)
-    tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
+    # An unfinished `--steps` run kept by `main` resumes from its last checkpoint
+    # with its own tokenizer and config (`main` checked they are this recipe's).
+    found = checkpoints(workdir)
+    resumed_at = found[-1][0] if found else None
+    if resumed_at is None:
+        if os.path.isdir(workdir):
+            shutil.rmtree(workdir)  # stopped before its first checkpoint
+        tokenizer = Tokenizer.train(
+            [text for pair in train_pairs for text in pair], args.vocab_size
+        )
+        configs = recipe_configs(args.preset, tokenizer.vocab_size, recipe)
+        workdirs.write_config(workdir, configs)
+        tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
+    else:
+        tokenizer = Tokenizer.load(workdirs.path(workdir, workdirs.TOKENIZER))
+        configs = workdirs.read_config(workdir)
+    save_result(directory, {"measured_with": measured_with(args, run), "settings": recipe},
+                UNFINISHED)  # fmt: skip
+    minutes_before = minutes_logged(workdir) if resumed_at is not None else 0.0
     began = time.monotonic()
     model = train(
         workdir, tokenizer, train_pairs, valid_pairs, max_steps=args.steps,
         time_budget=None if args.steps else args.budget,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.average_last,
     )  # fmt: skip
-    minutes = (time.monotonic() - began) / 60
+    minutes = minutes_before + (time.monotonic() - began) / 60
     found = checkpoints(workdir)
     result = {
         "steps": found[-1][0],
@@ -219,6 +238,11 @@ def train_ours(args, task, run, directory):
         "parameters": model.count_params(),
         "settings": recipe,
     }
+    if resumed_at is not None:
+        # The minutes of the steps between the last validation and the
+        # interruption are not in the log, so a resumed run's minutes are a
+        # little short.
+        result["resumed_at_step"] = resumed_at
     decoding = configs["decoding"]
 
     def translator(beam_size):
@@ -407,11 +431,37 @@ def worker(args):
     )
     result.update(task=task_name, run=run, measured_with=measured_with(args, run))
     save_result(directory, result)
+    if os.path.isfile(os.path.join(directory, UNFINISHED)):
+        os.remove(os.path.join(directory, UNFINISHED))
 
 
-def save_result(directory, result):
-    with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as file:
+UNFINISHED = "unfinished.json"  # the options of a run still training, for `--steps` resumes
+
+
+def save_result(directory, result, name="result.json"):
+    with open(os.path.join(directory, name), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=1)
+
+
+def minutes_logged(workdir):
+    """The training minutes in the run's `history.csv` (0 when it logged none)."""
+    from keras_transformer import workdir as workdirs
+
+    history = os.path.join(workdirs.path(workdir, workdirs.LOGS), "history.csv")
+    if not os.path.isfile(history):
+        return 0.0
+    with open(history, encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    return float(rows[-1]["minutes"]) if rows else 0.0
+
+
+def resumable(args, directory, run):
+    """The stored options of an unfinished run that `--steps` can resume, else None."""
+    if not args.steps or args.rerun or run == "peer":
+        return None
+    if os.path.isfile(os.path.join(directory, "result.json")):
+        return None
+    return read_result(os.path.join(directory, UNFINISHED))
 
 
 # The options every run depends on; `ours` and its ablations also on OURS_OPTIONS
@@ -497,14 +547,17 @@ def main(argv=None):
         for run in args.runs:
             path = os.path.join(args.out, name, run, "result.json")
             stored = None if args.rerun else read_result(path)
+            unfinished = resumable(args, os.path.dirname(path), run)
+            if stored is None and unfinished is not None:
+                stored, path = unfinished, os.path.join(os.path.dirname(path), UNFINISHED)
             found = differences(stored, args, run) if stored is not None else []
             if found:
                 conflicts.append(f"{path}: {'; '.join(found)}")
     if conflicts:
         listed = "\n  ".join(conflicts)
         print(
-            "Stored results were measured with other options; pass --rerun to replace them "
-            f"or --out to keep them:\n  {listed}",
+            "Stored results (or unfinished runs) were measured with other options; pass "
+            f"--rerun to replace them or --out to keep them:\n  {listed}",
             file=sys.stderr,
         )
         return 2
@@ -517,10 +570,13 @@ def main(argv=None):
             if result is not None and args.rescore:
                 rescore(args, name, run, directory, result)
             if result is None:
-                if os.path.isdir(directory):
-                    shutil.rmtree(directory)  # an unfinished run, or --rerun
-                os.makedirs(directory)
-                print(f"=== {name} / {run}: {training_length(args)} of training ===", flush=True)
+                resuming = resumable(args, directory, run) is not None
+                if os.path.isdir(directory) and not resuming:
+                    shutil.rmtree(directory)  # an unfinished --budget run, or --rerun
+                os.makedirs(directory, exist_ok=True)
+                again = ", resumed from its last checkpoint" if resuming else ""
+                print(f"=== {name} / {run}: {training_length(args)} of training{again} ===",
+                      flush=True)  # fmt: skip
                 command = [sys.executable, os.path.abspath(__file__), "--worker", name, run,
                            "--data", args.data, "--out", args.out, "--budget", str(args.budget),
                            "--vocab-size", str(args.vocab_size), "--preset", args.preset,
