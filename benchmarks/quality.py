@@ -53,7 +53,6 @@ without training.
 """
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -199,7 +198,12 @@ def train_ours(args, task, run, directory):
     from keras_transformer import Tokenizer
     from keras_transformer import workdir as workdirs
     from keras_transformer.decoding import Translator
-    from keras_transformer.training import average_checkpoints, checkpoints, train
+    from keras_transformer.training import (
+        average_checkpoints,
+        checkpoints,
+        minutes_logged,
+        train,
+    )
 
     train_pairs, valid_pairs = read_split(args, task, "train"), read_split(args, task, "valid")
     test_pairs = read_split(args, task, task.test)[: args.test_size]
@@ -441,18 +445,6 @@ UNFINISHED = "unfinished.json"  # the options of a run still training, for `--st
 def save_result(directory, result, name="result.json"):
     with open(os.path.join(directory, name), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=1)
-
-
-def minutes_logged(workdir):
-    """The training minutes in the run's `history.csv` (0 when it logged none)."""
-    from keras_transformer import workdir as workdirs
-
-    history = os.path.join(workdirs.path(workdir, workdirs.LOGS), "history.csv")
-    if not os.path.isfile(history):
-        return 0.0
-    with open(history, encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    return float(rows[-1]["minutes"]) if rows else 0.0
 
 
 def resumable(args, directory, run):

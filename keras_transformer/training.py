@@ -263,7 +263,7 @@ def train(
         model.optimizer.build(model.trainable_variables)
         model.load_weights(found[-1][1])
         start = _step(model)
-        minutes_before = _minutes_logged(workdir)
+        minutes_before = minutes_logged(workdir)
         print(f"Resuming from {found[-1][1]} (step {start})", flush=True)
     if start >= total:
         print(f"Already at step {start} of {total}: nothing to train", flush=True)
@@ -336,7 +336,8 @@ def _nan_error(workdir, step):
     )
 
 
-def _minutes_logged(workdir):
+def minutes_logged(workdir):
+    """The training minutes the work directory's `history.csv` logged last (0.0 if none)."""
     import csv
 
     history = os.path.join(workdirs.path(workdir, workdirs.LOGS), "history.csv")
