@@ -227,7 +227,7 @@ def train_ours(args, task, run, directory):
         configs = workdirs.read_config(workdir)
     save_result(directory, {"measured_with": measured_with(args, run), "settings": recipe},
                 UNFINISHED)  # fmt: skip
-    minutes_before = minutes_logged(workdir) if resumed_at is not None else 0.0
+    minutes_before = minutes_logged(workdir)  # 0.0 for a fresh run
     began = time.monotonic()
     model = train(
         workdir, tokenizer, train_pairs, valid_pairs, max_steps=args.steps,
