@@ -5,8 +5,14 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 import keras_transformer as kt
+
+# For a test that does not depend on the backend: it runs in one pass of the suite.
+runs_once = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="does not depend on the backend; runs in the JAX pass"
+)
 
 
 def random_ids(rng, batch, length, vocab_size, pad_tail=0):

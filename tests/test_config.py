@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+from helpers import run_python, runs_once
 
 import keras_transformer as kt
 
@@ -67,3 +68,16 @@ def test_override_converts_types_and_refuses_unknown_keys():
         config.override(["num_layers=three"])
     with pytest.raises(ValueError, match="Expected key=value"):
         config.override(["num_layers"])
+
+
+@runs_once
+def test_the_model_side_imports_without_tensorflow():
+    """On JAX and PyTorch only the input pipeline and export load TensorFlow."""
+    code = (
+        "import sys, keras_transformer as kt\n"
+        "kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=20))\n"
+        "assert 'tensorflow' not in sys.modules, 'the model side imported TensorFlow'\n"
+        "kt.data.make_dataset\n"
+        "assert 'tensorflow' in sys.modules\n"
+    )
+    run_python(code, "jax")
