@@ -1,3 +1,4 @@
+import itertools
 import os
 
 import keras
@@ -79,6 +80,32 @@ def test_trainable_weight_count_is_pinned(tiny_config):
     assert len(model.trainable_weights) == 1 + 2 * 16 + 2 * 26
     untied = kt.build_transformer(tiny_config.replace(share_embeddings=False))
     assert untied.count_params() == expected + 2 * 40 * 32
+
+
+def test_every_kernel_starts_from_its_own_draw(tiny_config):
+    """No two projections (or a projection and the embedding) start as copies.
+
+    One initializer instance handed to several sublayers returns the same
+    draw each time; Q = K = V = O would be the result.
+    """
+    model = kt.build_transformer(tiny_config)
+    matrices = {
+        w.path: to_numpy(w).ravel()
+        for w in model.weights
+        if w.path.endswith(("kernel", "embeddings"))
+    }
+    assert len(matrices) == 1 + 2 * 6 + 2 * 10  # embedding; 6 kernels per encoder, 10 per decoder
+    leading = {path: tuple(np.round(values[:4], 6)) for path, values in matrices.items()}
+    copies = [
+        (first, second)
+        for first, second in itertools.combinations(leading, 2)
+        if leading[first] == leading[second]
+    ]
+    assert not copies, f"{len(copies)} pairs start equal, e.g. {copies[:3]}"
+    # Independent draws, as glorot_uniform gives: query and key are uncorrelated.
+    query = matrices["encoder_layer_0/self_attention/query/kernel"]
+    key = matrices["encoder_layer_0/self_attention/key/kernel"]
+    assert abs(np.corrcoef(query, key)[0, 1]) < 0.2
 
 
 def test_base_preset_has_about_63m_parameters():

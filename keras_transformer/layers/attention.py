@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.layers.initializers import clone_initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class MultiHeadAttention(keras.layers.Layer):
@@ -48,8 +50,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: float. Dropout on the attention probabilities. Not in the
             paper, default 0.0.
         use_bias: bool. Biases in the four projections. Default True.
-        kernel_initializer: initializer for the projections. Default
-            "glorot_uniform".
+        kernel_initializer: initializer for the projections, cloned for each
+            so that they start independent. Default "glorot_uniform".
 
     Call arguments:
         query: `(N, Tq, D)`: N = B, or B*K with a cross-attention cache of B
@@ -108,7 +110,7 @@ class MultiHeadAttention(keras.layers.Layer):
             dense = keras.layers.Dense(
                 self.hidden_dim,
                 use_bias=self.use_bias,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

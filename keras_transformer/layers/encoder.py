@@ -4,6 +4,7 @@ import keras
 
 from keras_transformer.layers.attention import MultiHeadAttention
 from keras_transformer.layers.feedforward import PositionwiseFeedForward
+from keras_transformer.layers.initializers import clone_initializer
 from keras_transformer.layers.masks import key_padding_mask
 from keras_transformer.layers.residual import residual_connection
 
@@ -65,7 +66,7 @@ class _TransformerLayer(keras.layers.Layer):
                 num_heads=self.num_heads,
                 hidden_dim=self.hidden_dim,
                 dropout=self.attention_dropout,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )
@@ -87,7 +88,7 @@ class _TransformerLayer(keras.layers.Layer):
                 hidden_dim=self.hidden_dim,
                 intermediate_dim=self.intermediate_dim,
                 activation=self.activation,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name="feedforward",
             )
@@ -144,7 +145,8 @@ class TransformerEncoderLayer(_TransformerLayer):
         normalize_first: bool. Pre-LN instead of the paper's post-LN. Default False.
         layer_norm_epsilon: float. Default 1e-6.
         activation: feed-forward activation. Default "relu".
-        kernel_initializer: initializer of every projection. Default "glorot_uniform".
+        kernel_initializer: initializer of every projection, cloned for each.
+            Default "glorot_uniform".
 
     Call arguments:
         inputs: `(B, S, D)`.

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_transformer.layers.initializers import clone_initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class PositionwiseFeedForward(keras.layers.Layer):
@@ -13,7 +15,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
         hidden_dim: int. d_model, input and output width. Default 512.
         intermediate_dim: int. d_ff, the inner width. Default 2048.
         activation: activation of the inner layer. Default "relu".
-        kernel_initializer: initializer. Default "glorot_uniform".
+        kernel_initializer: initializer, cloned for each of the two
+            projections. Default "glorot_uniform".
 
     Call arguments:
         inputs: `(B, T, D)`.
@@ -53,14 +56,14 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.intermediate_dense = keras.layers.Dense(
             self.intermediate_dim,
             activation=self.activation,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="feedforward_intermediate_dense",
         )
         self.intermediate_dense.build((None, None, self.hidden_dim))
         self.output_dense = keras.layers.Dense(
             self.hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="feedforward_output_dense",
         )
