@@ -1,5 +1,7 @@
 import dataclasses
+import inspect
 
+import keras
 import pytest
 from helpers import run_python, runs_once
 
@@ -24,6 +26,52 @@ def test_presets_follow_table_3():
     )
     assert big.dropout == 0.3
     assert kt.TransformerConfig.preset("small", 8000, num_layers=2).num_layers == 2
+
+
+def test_defaults_are_the_papers():
+    """Every number and choice the paper gives, where a user meets it by default."""
+    base = kt.TransformerConfig.base(vocab_size=37000)
+    assert base == kt.TransformerConfig(vocab_size=37000)
+    sizes = (base.num_layers, base.hidden_dim, base.intermediate_dim, base.num_heads)
+    assert sizes == (6, 512, 2048, 8)  # Table 3, "base"
+    assert (base.dropout, base.attention_dropout) == (0.1, 0.0)  # §5.4; no attention dropout
+    assert base.share_embeddings and not base.normalize_first  # §3.4; post-LN, §3.1
+    # §5.3, §5.4.
+    training = kt.TrainingConfig()
+    assert (training.label_smoothing, training.warmup_steps) == (0.1, 4000)
+    assert training.learning_rate_scale == 1.0
+    assert (training.beta_1, training.beta_2, training.epsilon) == (0.9, 0.98, 1e-9)
+    optimizer = kt.create_optimizer(512)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.98, 1e-9)
+    # The schedule's first step: d_model^-0.5 * 1 * warmup_steps^-1.5.
+    assert float(optimizer.learning_rate) == pytest.approx(512**-0.5 * 4000**-1.5, rel=1e-5)
+    schedule = kt.TransformerSchedule(512)
+    assert (schedule.warmup_steps, schedule.scale) == (4000, 1.0)
+    # The peak, at the paper's step 4000 (Keras' iteration 3999).
+    assert float(schedule(3999)) == pytest.approx((512 * 4000) ** -0.5, rel=1e-5)
+    assert kt.LabelSmoothedCrossEntropy().label_smoothing == 0.1
+    # §6.1: beam 4, alpha 0.6, output length at most input length + 50.
+    assert kt.DecodingConfig() == kt.DecodingConfig(
+        beam_size=4, length_penalty=0.6, max_extra_length=50
+    )
+    translator = inspect.signature(kt.Translator).parameters
+    assert [translator[name].default for name in kt.DecodingConfig().to_dict()] == [4, 0.6, 50]
+    search = inspect.signature(kt.decoding.search.beam_search).parameters
+    assert (search["beam_size"].default, search["alpha"].default) == (4, 0.6)
+    # The built model: one shared embedding matrix, scaled by sqrt(d_model) (§3.4), and
+    # fixed sinusoids of base 10000 (§3.5).
+    model = kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=20))
+    compiled = kt.compile_model(model)
+    assert compiled.loss.label_smoothing == 0.1
+    assert compiled.optimizer.get_config()["learning_rate"]["config"]["warmup_steps"] == 4000
+    assert model.token_embedding.scale and not hasattr(model, "output_projection")
+    assert isinstance(model.position_encoding, kt.layers.SinusoidalPositionEncoding)
+    assert model.position_encoding.max_wavelength == 10000.0
+    assert not model.position_encoding.weights
+    assert not any(layer.normalize_first for layer in model.encoder_layers + model.decoder_layers)
+    encoder_layer = kt.layers.TransformerEncoderLayer()
+    assert (encoder_layer.dropout, encoder_layer.normalize_first) == (0.1, False)
+    assert encoder_layer.activation is keras.activations.relu  # §3.3
 
 
 @pytest.mark.parametrize("cls", [kt.TransformerConfig, kt.TrainingConfig, kt.DecodingConfig])

@@ -120,9 +120,10 @@ def test_special_ids_are_fixed(tokenizer):
 
 
 def test_round_trip(tokenizer, pairs):
-    for source, target in pairs[:50]:
-        for text in (source, target):
-            assert tokenizer.decode(tokenizer.encode(text)) == text
+    texts = [text for pair in pairs[:50] for text in pair]
+    assert len(texts) == 100
+    for text in texts:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
     assert tokenizer.decode([*tokenizer.encode("two"), 7, 8]) == "two"  # stops at EOS
 
 
@@ -169,6 +170,7 @@ def test_batches_respect_the_token_budget_and_the_buckets(tokenizer, pairs):
     max_tokens, max_length = 256, 64
     dataset = kt.data.make_dataset(pairs, tokenizer, max_tokens=max_tokens, max_length=max_length)
     result = batches(dataset)
+    assert len(result) > 0
     boundaries = bucket_boundaries(max_length)
     for source, _, labels in result:
         assert source.size <= max_tokens and labels.size <= max_tokens
@@ -188,14 +190,24 @@ def test_batches_respect_the_token_budget_and_the_buckets(tokenizer, pairs):
 
 
 def test_labels_are_decoder_inputs_shifted_by_one(tokenizer, pairs):
-    for _, decoder_inputs, labels in batches(kt.data.make_dataset(pairs[:200], tokenizer)):
-        assert (decoder_inputs[:, 0] == kt.BOS_ID).all()
+    # Every pair, in several batches: the default budget makes one partial
+    # batch of 200 short pairs, which drop_remainder would discard.
+    subset = pairs[:200]
+    result = batches(
+        kt.data.make_dataset(subset, tokenizer, max_tokens=256, max_length=64, drop_remainder=False)
+    )
+    assert len(result) > 1
+    for _, decoder_inputs, labels in result:
+        assert decoder_inputs.shape == labels.shape
         real = labels != kt.PAD_ID
-        np.testing.assert_array_equal(
-            decoder_inputs[:, 1:][real[:, 1:]], labels[:, :-1][real[:, 1:]]
-        )
+        # Teacher forcing: BOS, then the labels but the last (EOS), then PAD.
         ends = real.sum(axis=1) - 1
         assert (labels[np.arange(len(labels)), ends] == kt.EOS_ID).all()
+        expected = np.where(labels == kt.EOS_ID, kt.PAD_ID, labels)
+        expected = np.concatenate([np.full((len(labels), 1), kt.BOS_ID), expected[:, :-1]], axis=1)
+        np.testing.assert_array_equal(decoder_inputs, expected)
+    targets = [tokenizer.decode(row) for _, _, labels in result for row in labels]
+    assert collections.Counter(targets) == collections.Counter(target for _, target in subset)
 
 
 def test_same_seed_same_batches_and_every_pair_once(tokenizer, pairs):
@@ -209,7 +221,7 @@ def test_same_seed_same_batches_and_every_pair_once(tokenizer, pairs):
     assert int(kt.data.make_dataset(pairs, tokenizer).cardinality()) == len(
         batches(kt.data.make_dataset(pairs, tokenizer))
     )
-    assert len(first) == len(again)
+    assert len(first) == len(again) > 0
     for a, b in zip(first, again, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
@@ -227,7 +239,7 @@ def test_over_long_pairs_are_dropped_and_counted(tokenizer, pairs, caplog):
         )
     kept = sum(len(labels) for _, _, labels in batches(dataset))
     dropped = len(pairs) - kept
-    assert dropped > 0
+    assert kept > 0 and dropped > 0
     assert f"{kept} pairs kept, {dropped} dropped as longer than 12 tokens" in caplog.text
     with pytest.raises(ValueError, match="max_tokens must hold one sequence"):
         kt.data.make_dataset(pairs, tokenizer, max_tokens=10, max_length=12)
@@ -237,6 +249,7 @@ def test_dataset_feeds_model_fit(tokenizer, pairs):
     config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size)
     model = kt.compile_model(kt.build_transformer(config), kt.TrainingConfig(warmup_steps=10))
     dataset = kt.data.make_dataset(pairs[:300], tokenizer, max_tokens=512, max_length=64)
+    assert int(dataset.cardinality()) > 0  # drop_remainder: a small corpus can make none
     history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
 
@@ -254,6 +267,7 @@ def test_an_epoch_has_the_same_order_wherever_the_stream_starts(tokenizer, pairs
 
     whole = stream(0, 3)
     per_epoch = len(whole) // 3
+    assert per_epoch > 0
     assert len(whole) == 3 * per_epoch == int(kt.data.make_dataset(
         pairs, tokenizer, seed=5, epochs=(0, 3)).cardinality())  # fmt: skip
     # A resumed run builds its stream from the epoch it stopped in.

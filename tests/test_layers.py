@@ -8,6 +8,7 @@ from keras import ops
 
 import keras_transformer as kt
 from keras_transformer import layers
+from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 
 def test_sinusoids_equal_the_paper_formula():
@@ -190,3 +191,85 @@ def test_invalid_layer_arguments_quote_the_values(factory, message):
 def test_random_ids_helper_avoids_specials():
     ids = random_ids(np.random.default_rng(0), 4, 6, 20, pad_tail=2)
     assert (ids[:, :4] > kt.EOS_ID).all() and (ids[:, 4:] == kt.PAD_ID).all()
+
+
+# --- dropout (§5.4), tested with dropout on ---------------------------------
+
+RESIDUAL_BLOCKS = {
+    layers.TransformerEncoderLayer: ("self_attention", "feedforward"),
+    layers.TransformerDecoderLayer: ("self_attention", "cross_attention", "feedforward"),
+}
+
+
+def drop_everything(layer, blocks):
+    """Makes each residual dropout of `layer` zero its input in training, as a rate of 1
+    would (the layers refuse 1.0); returns the `training` flags the dropouts see."""
+    seen = []
+
+    def call(inputs, training=False):
+        seen.append(training)
+        return ops.zeros_like(inputs) if training else inputs
+
+    for block in blocks:
+        getattr(layer, f"{block}_dropout").call = call
+    return seen
+
+
+@pytest.mark.parametrize("normalize_first", [False, True], ids=["post_ln", "pre_ln"])
+@pytest.mark.parametrize("cls", sorted(RESIDUAL_BLOCKS, key=lambda c: c.__name__))
+def test_dropout_drops_the_sublayer_output_before_the_residual_add(cls, normalize_first):
+    rng = np.random.default_rng(3)
+    blocks = RESIDUAL_BLOCKS[cls]
+    layer = cls(hidden_dim=8, intermediate_dim=16, num_heads=2, dropout=0.1,
+                normalize_first=normalize_first)  # fmt: skip
+    x = rng.normal(size=(2, 3, 8)).astype("float32")
+    args = (x,) if cls is layers.TransformerEncoderLayer else (x, rng.normal(size=(2, 4, 8)))
+    layer(*args)  # builds the sublayers
+    # Each layer norm its own scale and shift, so the expected chain below pins their order.
+    for block in blocks:
+        norm = getattr(layer, f"{block}_layer_norm")
+        norm.set_weights([rng.uniform(0.5, 1.5, size=(8,)), rng.normal(size=(8,)) * 0.1])
+    inference = to_numpy(layer(*args))
+
+    seen = drop_everything(layer, blocks)
+    dropped = to_numpy(layer(*args, training=True))
+    assert seen == [True] * len(blocks)
+    # A block with its sublayer's output dropped whole: post-LN LayerNorm(x + 0), pre-LN x + 0.
+    expected = x
+    if not normalize_first:
+        for block in blocks:
+            expected = to_numpy(getattr(layer, f"{block}_layer_norm")(expected))
+    np.testing.assert_allclose(dropped, expected, atol=1e-5)
+    # In inference dropout passes everything: the sublayers count.
+    np.testing.assert_allclose(to_numpy(layer(*args)), inference, atol=1e-6)
+    assert not np.allclose(inference, expected, atol=1e-2)
+
+
+def test_embedding_dropout_applies_in_training_after_the_position_add():
+    config = kt.TransformerConfig.tiny(vocab_size=40, dropout=0.5)
+    model = kt.build_transformer(config)
+    # What the first encoder and decoder layers receive: the dropped embeddings.
+    received = {}
+    for side, layer in (("encoder", model.encoder_layers[0]), ("decoder", model.decoder_layers[0])):
+
+        def spy(inputs, *args, _side=side, _call=layer.call, **kwargs):
+            received[_side] = to_numpy(inputs)
+            return _call(inputs, *args, **kwargs)
+
+        layer.call = spy
+    rng = np.random.default_rng(4)
+    inputs = {ENCODER_INPUT: random_ids(rng, 2, 7, 40), DECODER_INPUT: random_ids(rng, 2, 5, 40)}
+    inference = to_numpy(model(inputs, training=False))
+    clean = dict(received)
+    received.clear()
+    training = to_numpy(model(inputs, training=True))
+    assert not np.allclose(training, inference, atol=1e-3)
+    assert sorted(received) == ["decoder", "encoder"]
+    for side, dropped in received.items():
+        zeros = dropped == 0
+        assert not (clean[side] == 0).any()
+        assert 0.3 < zeros.mean() < 0.7, side
+        # Kept entries are (embedding + position) / (1 - P_drop): the positions are dropped too.
+        np.testing.assert_allclose(
+            dropped[~zeros], clean[side][~zeros] / (1 - config.dropout), rtol=1e-5, atol=1e-6
+        )

@@ -121,7 +121,9 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path, tiny_config):
         model.save_weights(os.path.join(work, "checkpoints", f"ckpt-{step}.weights.h5"))
         hand_made.append(values)
     assert main("average", "--workdir", work, "--last", 2) == 0
-    for got, a, b in zip(weights(os.path.join(work, "model.keras")), *hand_made, strict=True):
+    averaged = weights(os.path.join(work, "model.keras"))
+    assert len(averaged) == len(hand_made[0]) > 0
+    for got, a, b in zip(averaged, *hand_made, strict=True):
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-6)
 
 
@@ -161,8 +163,10 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     assert f"(step {reached})" in resumed.stdout
     assert training.checkpoints(str(work))[-1][0] == steps
     # Same seed, same data order, dropout 0: the very same model.
-    for a, b in zip(weights(str(work / "model.keras")),
-                    weights(str(tmp_path / "whole" / "model.keras")), strict=True):  # fmt: skip
+    resumed_weights = weights(str(work / "model.keras"))
+    whole_weights = weights(str(tmp_path / "whole" / "model.keras"))
+    assert len(resumed_weights) == len(whole_weights) > 0
+    for a, b in zip(resumed_weights, whole_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -175,7 +179,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, cap
     assert status == 1
     assert "became NaN at step" in capsys.readouterr().err
     assert not (work / "model.keras").exists()
-    for _, path in training.checkpoints(str(work)):
+    kept = training.checkpoints(str(work))
+    assert kept, "no checkpoint before the NaN: nothing below was checked"
+    for _, path in kept:
         model = kt.compile_model(kt.build_transformer(workdirs.read_config(str(work))["model"]))
         model.optimizer.build(model.trainable_variables)
         model.load_weights(path)
