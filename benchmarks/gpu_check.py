@@ -196,7 +196,9 @@ def train_and_score(args):
     began = time.perf_counter()
     for done in range(args.every, args.steps + 1, args.every):
         model.fit(stream, steps_per_epoch=args.every, epochs=1, verbose=0, shuffle=False)
-        losses = [model.evaluate(x, y, verbose=0, return_dict=True)["loss"] for x, y in valid_batches]
+        losses = [
+            model.evaluate(x, y, verbose=0, return_dict=True)["loss"] for x, y in valid_batches
+        ]
         curve.append({"step": done, "valid_loss": float(np.mean(losses))})
         print(f"step {done}: valid loss {curve[-1]['valid_loss']:.3f}", file=sys.stderr)
     train_seconds = time.perf_counter() - began
