@@ -1,6 +1,7 @@
 import itertools
 import logging
 import math
+import types
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ from keras import ops
 
 import keras_transformer as kt
 from keras_transformer.decoding import beam_search, greedy_search, length_penalty, tile_beams
-from keras_transformer.decoding.search import _top_k
+from keras_transformer.decoding.search import NEG_INF, _top_k
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 # --- a fake model whose best sequence is known -------------------------------
@@ -27,8 +28,9 @@ TRANSITIONS = {
 }
 
 
-def transition_logits(transitions=TRANSITIONS):
-    table = np.full((VOCAB, VOCAB), -30.0, "float32")
+def transition_logits(transitions=TRANSITIONS, floor=-30.0):
+    """`(V, V)` next-token logits per current token; `floor` for the transitions not listed."""
+    table = np.full((VOCAB, VOCAB), floor, "float32")
     for current, nexts in transitions.items():
         for token, p in nexts.items():
             table[current, token] = math.log(p)
@@ -36,10 +38,19 @@ def transition_logits(transitions=TRANSITIONS):
     return table
 
 
-def markov_step(token_ids, cache, index, transitions=TRANSITIONS):
-    # The cache counts steps per row, so that beam reordering is exercised.
-    table = ops.convert_to_tensor(transition_logits(transitions))
-    return ops.take(table, token_ids, axis=0), {"steps": cache["steps"] + 1}
+def markov(transitions=TRANSITIONS, floor=-30.0):
+    """A step function reading only the current token; `floor=NEG_INF` forbids the rest."""
+    table = transition_logits(transitions, floor)
+
+    def step(token_ids, cache, index):
+        logits = ops.take(ops.convert_to_tensor(table), token_ids, axis=0)
+        # The cache counts steps per row, so that beam reordering is exercised.
+        return logits, {"steps": cache["steps"] + 1}
+
+    return step
+
+
+markov_step = markov()
 
 
 def fake_cache(rows):
@@ -66,8 +77,23 @@ def complete_hypotheses(max_length=4, transitions=TRANSITIONS):
 
 
 def strip(sequence):
+    """A hypothesis without its padding: up to EOS, or up to PAD where it was cut."""
     sequence = list(to_numpy(sequence))
-    return sequence[: sequence.index(kt.EOS_ID) + 1] if kt.EOS_ID in sequence else sequence
+    if kt.EOS_ID in sequence:
+        return sequence[: sequence.index(kt.EOS_ID) + 1]
+    return sequence[: sequence.index(kt.PAD_ID)] if kt.PAD_ID in sequence else sequence
+
+
+def log_softmax(logits):
+    """NumPy log-softmax over the last axis; PAD and BOS are never generated, as in the search."""
+    logits = np.array(logits, "float32")
+    logits[..., [kt.PAD_ID, kt.BOS_ID]] = -1e9
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def penalized(log_prob, length, alpha):
+    return log_prob / ((5 + length) / 6) ** alpha
 
 
 def test_beam_search_finds_what_greedy_misses():
@@ -95,10 +121,9 @@ def test_finished_candidates_do_not_starve_live_beams():
         D: {kt.EOS_ID: 1.0},
     }
 
-    def step(token_ids, cache, index):
-        return markov_step(token_ids, cache, index, transitions)
-
-    sequences, _ = beam_search(step, tile_beams(fake_cache(1), 2), 1, 4, beam_size=2, alpha=0.0)
+    sequences, _ = beam_search(
+        markov(transitions), tile_beams(fake_cache(1), 2), 1, 4, beam_size=2, alpha=0.0
+    )
     best_two = sorted(complete_hypotheses(4, transitions), key=lambda h: -h[1])[:2]
     assert [strip(s) for s in sequences[0]] == [h[0] for h in best_two]
     assert best_two[1][0] == [B, kt.EOS_ID]
@@ -132,6 +157,158 @@ def test_top_k_by_chunks_equals_a_full_sort(length):
     expected = np.argsort(-rows, axis=1, kind="stable")[:, :8]
     np.testing.assert_array_equal(to_numpy(indices), expected)
     np.testing.assert_array_equal(to_numpy(values), np.take_along_axis(rows, expected, axis=1))
+
+
+def test_early_stop_bounds_a_live_beam_by_the_penalty_at_the_length_limit():
+    """The search stops early only when no live beam can win, the length penalty included.
+
+    After two steps [EOS] and [B, EOS] fill both slots, and the log-probability
+    of the live [A, C], ln 0.3, lies below both their scores; yet with
+    alpha = 2 the longer [A, C, D, EOS] wins, which only log p / lp(limit)
+    of the live beam shows.
+    """
+    transitions = {
+        kt.BOS_ID: {kt.EOS_ID: 0.4, B: 0.3, A: 0.3},
+        B: {kt.EOS_ID: 1.0},
+        A: {C: 1.0},
+        C: {D: 1.0},
+        D: {kt.EOS_ID: 1.0},
+    }
+    # Enumerating every hypothesis is the search that never stops early.
+    hypotheses = complete_hypotheses(5, transitions)
+    expected = max(hypotheses, key=lambda h: penalized(h[1], len(h[0]), 2.0))
+    assert expected[0] == [A, C, D, kt.EOS_ID] != max(hypotheses, key=lambda h: h[1])[0]
+    # At the model's max_length, and at a sentence's own, shorter limit.
+    for max_length, row_limits in [(5, None), (7, np.array([5], "int32"))]:
+        sequences, scores = beam_search(
+            markov(transitions), tile_beams(fake_cache(1), 2), 1, max_length,
+            beam_size=2, alpha=2.0, row_limits=row_limits,
+        )  # fmt: skip
+        assert strip(sequences[0, 0]) == expected[0]
+        np.testing.assert_allclose(
+            to_numpy(scores)[0, 0], penalized(expected[1], 4, 2.0), rtol=1e-5
+        )
+
+
+def test_hypotheses_cut_at_the_limit_rank_below_those_ending_in_eos():
+    # [A, A, A] is cut at the limit with a better score than [EOS], the only
+    # hypothesis that ends: the one that ends comes first (as in tensor2tensor).
+    transitions = {kt.BOS_ID: {A: 0.9, kt.EOS_ID: 0.1}, A: {A: 1.0}}
+    sequences, scores = beam_search(
+        markov(transitions, floor=NEG_INF), tile_beams(fake_cache(1), 2), 1, 3, beam_size=2
+    )
+    assert [strip(s) for s in sequences[0]] == [[kt.EOS_ID], [A, A, A]]
+    expected = [penalized(math.log(0.1), 1, 0.6), penalized(math.log(0.9), 3, 0.6)]
+    np.testing.assert_allclose(to_numpy(scores)[0], expected, rtol=1e-5)
+    assert expected[1] > expected[0]
+
+    # With no hypothesis that ends, the cut ones come back, best first, each
+    # cut at its sentence's limit.
+    never_ends = {kt.BOS_ID: {A: 0.6, B: 0.4}, A: {A: 1.0}, B: {B: 1.0}}
+    sequences, scores = beam_search(
+        markov(never_ends, floor=NEG_INF), tile_beams(fake_cache(2), 2), 2, 4, beam_size=2,
+        row_limits=np.array([2, 4], "int32"),
+    )  # fmt: skip
+    for row, limit in enumerate([2, 4]):
+        assert [strip(s) for s in sequences[row]] == [[A] * limit, [B] * limit]
+        expected = [penalized(math.log(p), limit, 0.6) for p in (0.6, 0.4)]
+        np.testing.assert_allclose(to_numpy(scores)[row], expected, rtol=1e-5)
+
+
+# --- a fake model whose next token depends on its whole history --------------
+
+HISTORIES = 7
+# Next-token logits given the sum of the tokens so far, mod 7: random, with
+# EOS made likely enough that beams keep ending, so that the live beams are
+# not the first K candidates.
+HISTORY_LOGITS = 2.0 * np.random.RandomState(3).randn(HISTORIES, VOCAB).astype("float32")
+HISTORY_LOGITS[:, kt.EOS_ID] += 1.0
+
+
+def history_step(token_ids, cache, index):
+    """The cache holds each row's sum of tokens: a beam given another's cache reads another sum."""
+    history = cache["history"] + token_ids
+    logits = ops.take(ops.convert_to_tensor(HISTORY_LOGITS), history % HISTORIES, axis=0)
+    return logits, {"history": history}
+
+
+def test_beam_scores_equal_teacher_forced_rescoring_with_a_history():
+    """Each beam's cache follows its parent: wrong parents give wrong histories and scores."""
+    batch_size, alpha = 6, 0.6
+    # Sentence b's history starts at b, so each sentence searches differently.
+    cache = {"history": ops.arange(batch_size, dtype="int32")}
+    sequences, scores = beam_search(
+        history_step, tile_beams(cache, 4), batch_size, 8, beam_size=4, alpha=alpha
+    )
+    for row in range(batch_size):
+        for sequence, score in zip(to_numpy(sequences)[row], to_numpy(scores)[row], strict=True):
+            # The step function alone, on this hypothesis only.
+            tokens, log_prob = strip(sequence), 0.0
+            one_cache = {"history": ops.convert_to_tensor([row], "int32")}
+            for index, (current, token) in enumerate(
+                zip([kt.BOS_ID, *tokens[:-1]], tokens, strict=True)
+            ):
+                logits, one_cache = history_step(
+                    ops.convert_to_tensor([current], "int32"), one_cache, index
+                )
+                log_prob += log_softmax(to_numpy(logits))[0, token]
+            np.testing.assert_allclose(
+                score, penalized(log_prob, len(tokens), alpha), rtol=1e-5,
+                err_msg=f"sentence {row}, hypothesis {tokens}",
+            )  # fmt: skip
+
+
+# --- a fake model that copies its source -------------------------------------
+
+
+class CopyModel:
+    """What a `Translator` needs of a `Transformer`, for a model that has learnt to copy.
+
+    It says its source's token at each position, EOS included; past the
+    source, and on a source of padding only, it says UNK, never EOS.
+    """
+
+    config = types.SimpleNamespace(max_length=32)
+    variables = ()
+
+    def encode(self, token_ids, training=False):
+        return token_ids, ops.not_equal(token_ids, kt.PAD_ID)
+
+    def initialize_cache(self, source, padding_mask, max_length, beam_size=1):
+        # (B, S) -> (B*K, S + T): the token to say at each position
+        source = ops.pad(ops.convert_to_tensor(source, "int32"), ((0, 0), (0, max_length)))
+        return {"source": ops.repeat(source, beam_size, axis=0)}
+
+    def reorder_cache(self, cache, rows):
+        return {"source": ops.take(cache["source"], rows, axis=0)}
+
+    def decode_step(self, token_ids, cache, index):
+        # (B*K, S + T) -> (B*K,)
+        token = ops.take(cache["source"], index, axis=1)
+        token = ops.where(ops.equal(token, kt.PAD_ID), kt.UNK_ID, token)
+        return 10.0 * ops.one_hot(token, VOCAB), cache
+
+
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_rows_of_padding_only_end_at_the_first_step(beam_size):
+    """Rows that round a batch up never keep the search running, nor change the real rows."""
+    translator = kt.Translator(CopyModel(), tokenizer=None, beam_size=beam_size, max_extra_length=8)
+    real = np.array([[A, B, C, kt.EOS_ID], [D, kt.EOS_ID, kt.PAD_ID, kt.PAD_ID]], "int32")
+    sequences, scores = translator.translate_ids(real)
+    assert [strip(s) for s in sequences[:, 0]] == [[A, B, C, kt.EOS_ID], [D, kt.EOS_ID]]
+    padded_sequences, padded_scores = translator.translate_ids(
+        np.concatenate([real, np.full((2, 4), kt.PAD_ID, "int32")])
+    )
+    np.testing.assert_array_equal(padded_sequences[:2], sequences)
+    np.testing.assert_allclose(padded_scores[:2], scores, rtol=1e-6)
+    # (B, K): tokens per hypothesis. Rows of padding end at once, though they
+    # never say EOS and their length limit would allow 8 tokens ...
+    lengths = (padded_sequences != kt.PAD_ID).sum(axis=-1)
+    assert (lengths[2:] == 1).all()
+    if beam_size == 1:
+        # ... and greedy search stops with its last sentence: the loop ran
+        # as many steps as the longest output, the same with and without them.
+        assert lengths.max() == (sequences != kt.PAD_ID).sum(axis=-1).max() == 4
 
 
 # --- the real model ----------------------------------------------------------
@@ -181,13 +358,7 @@ def teacher_forced_log_probs(model, source, hypotheses):
     decoder_inputs = np.concatenate(
         [np.full((len(hypotheses), 1), kt.BOS_ID, "int32"), hypotheses[:, :-1]], axis=1
     )
-    logits = to_numpy(model({ENCODER_INPUT: source, DECODER_INPUT: decoder_inputs}))
-    logits[..., [kt.PAD_ID, kt.BOS_ID]] = -1e9  # never generated, as in the search
-    log_probs = (
-        logits
-        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
-        - logits.max(-1, keepdims=True)
-    )
+    log_probs = log_softmax(to_numpy(model({ENCODER_INPUT: source, DECODER_INPUT: decoder_inputs})))
     picked = np.take_along_axis(log_probs, hypotheses[..., None], axis=-1)[..., 0]
     real = np.cumsum(hypotheses == kt.EOS_ID, axis=1) - (hypotheses == kt.EOS_ID) == 0
     return (picked * real).sum(axis=1), real.sum(axis=1)
@@ -217,8 +388,7 @@ def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
         log_probs, lengths = teacher_forced_log_probs(
             model, np.repeat(source[row : row + 1], 4, axis=0), sequences[row]
         )
-        expected = log_probs / ((5 + lengths) / 6) ** 0.6
-        np.testing.assert_allclose(scores[row], expected, atol=1e-4)
+        np.testing.assert_allclose(scores[row], penalized(log_probs, lengths, 0.6), atol=1e-4)
 
 
 def test_beams_sharing_their_sentence_buffers_equal_beams_with_copies(model, tokenizer, corpus):

@@ -13,6 +13,8 @@ Beam search is the paper's: beam size 4, length penalty alpha = 0.6 in the
 GNMT form lp(Y) = ((5 + |Y|) / 6) ** alpha, live and finished hypotheses,
 2K candidates per step so that beams which finish do not starve the live
 ones, and an early stop once no live beam can beat the worst finished one.
+Hypotheses still live at a sentence's length limit are cut there, and rank
+below every hypothesis that ended in EOS, as in tensor2tensor.
 """
 
 from keras import ops, tree
@@ -48,51 +50,59 @@ def greedy_search(step_fn, cache, batch_size, max_length, alpha=0.6, row_limits=
         alpha: float. Length penalty exponent of the scores (not of the search).
         row_limits: optional int `(B,)`, tokens to generate at most per
             sentence (each <= `max_length`), so that a sentence's output does
-            not depend on the others in its batch.
+            not depend on the others in its batch. The loop ends when every
+            sentence has ended, by EOS or at its limit.
 
     Returns:
         `(tokens, scores)`: int32 `(B, max_length)` ending in EOS then PAD
-        (or cut at `max_length`), and float32 `(B,)` scores log p(Y) / lp(Y),
-        as beam search scores its hypotheses.
+        (or cut at the sentence's limit), and float32 `(B,)` scores
+        log p(Y) / lp(Y), as beam search scores its hypotheses.
     """
-    # (B, 1 + max_length): BOS, then the generated tokens.
-    tokens = ops.concatenate(
-        [
-            ops.full((batch_size, 1), BOS_ID, dtype="int32"),
-            ops.full((batch_size, max_length), PAD_ID, dtype="int32"),
-        ],
-        axis=1,
-    )
-    log_probs_sum = ops.zeros((batch_size,), dtype="float32")
-    lengths = ops.zeros((batch_size,), dtype="int32")
-    finished = ops.zeros((batch_size,), dtype="bool")
     row_limits = _row_limits(row_limits, batch_size, max_length)
+    state = {
+        "index": ops.convert_to_tensor(0, dtype="int32"),
+        # (B, 1 + T): BOS, then the generated tokens.
+        "tokens": ops.concatenate(
+            [
+                ops.full((batch_size, 1), BOS_ID, dtype="int32"),
+                ops.full((batch_size, max_length), PAD_ID, dtype="int32"),
+            ],
+            axis=1,
+        ),
+        "log_probs_sum": ops.zeros((batch_size,), dtype="float32"),
+        "lengths": ops.zeros((batch_size,), dtype="int32"),
+        "finished": ops.zeros((batch_size,), dtype="bool"),
+        "cache": cache,
+    }
 
-    def cond(index, tokens, log_probs_sum, lengths, finished, cache):
-        return ops.logical_and(index < max_length, ops.logical_not(ops.all(finished)))
+    def cond(state):
+        return ops.logical_and(
+            state["index"] < max_length, ops.logical_not(ops.all(state["finished"]))
+        )
 
-    def body(index, tokens, log_probs_sum, lengths, finished, cache):
+    def body(state):
+        index, finished = state["index"], state["finished"]
         # (B, 1 + T) -> (B,)
-        current = ops.take(tokens, index, axis=1)
-        logits, cache = step_fn(current, cache, index)
+        current = ops.take(state["tokens"], index, axis=1)
+        logits, cache = step_fn(current, state["cache"], index)
         log_probs = _log_probs(logits)
         # (B, V) -> (B,)
         next_tokens = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
         next_log_probs = ops.max(log_probs, axis=-1)
         next_tokens = ops.where(finished, PAD_ID, next_tokens)
-        log_probs_sum = log_probs_sum + ops.where(finished, 0.0, next_log_probs)
-        lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
-        tokens = ops.slice_update(tokens, (0, index + 1), next_tokens[:, None])
-        finished = ops.logical_or(finished, ops.equal(next_tokens, EOS_ID))
-        finished = ops.logical_or(finished, index + 1 >= row_limits)
-        return index + 1, tokens, log_probs_sum, lengths, finished, cache
+        ended = ops.logical_or(ops.equal(next_tokens, EOS_ID), index + 1 >= row_limits)
+        return {
+            "index": index + 1,
+            "tokens": ops.slice_update(state["tokens"], (0, index + 1), next_tokens[:, None]),
+            "log_probs_sum": state["log_probs_sum"] + ops.where(finished, 0.0, next_log_probs),
+            "lengths": state["lengths"] + ops.cast(ops.logical_not(finished), "int32"),
+            "finished": ops.logical_or(finished, ended),
+            "cache": cache,
+        }
 
-    index = ops.convert_to_tensor(0, dtype="int32")
-    _, tokens, log_probs_sum, lengths, _, _ = ops.while_loop(
-        cond, body, (index, tokens, log_probs_sum, lengths, finished, cache)
-    )
-    scores = log_probs_sum / length_penalty(lengths, alpha)
-    return tokens[:, 1:], scores
+    state = ops.while_loop(cond, body, state)
+    scores = state["log_probs_sum"] / length_penalty(state["lengths"], alpha)
+    return state["tokens"][:, 1:], scores
 
 
 def _row_limits(row_limits, batch_size, max_length):
@@ -159,6 +169,40 @@ def tile_beams(cache, beam_size):
     return tree.map_structure(lambda x: ops.repeat(x, beam_size, axis=0), cache)
 
 
+def _rank_finished(scores, finished, ended_in_eos, k):
+    """The k best finished hypotheses of each row: EOS-ended ones first, then cut ones.
+
+    A hypothesis cut at the length limit ranks below every hypothesis that
+    ended in EOS, whatever their scores, as in tensor2tensor: cut
+    ones only fill the slots that no EOS-ended one fills. Each group is
+    ranked by score, best first.
+
+    Args:
+        scores: float32 `(B, n)`.
+        finished: bool `(B, n)`, entries that hold a finished hypothesis.
+        ended_in_eos: bool `(B, n)`, finished entries that ended in EOS.
+        k: int, at most n.
+
+    Returns:
+        `(positions, filled, eos)`, each `(B, k)`: the entry in each slot,
+        whether the slot holds a finished hypothesis, and whether it ended in EOS.
+    """
+    cut = ops.logical_and(finished, ops.logical_not(ended_in_eos))
+    # (B, n) -> (B, k), each group best first
+    _, eos_positions = ops.top_k(ops.where(ended_in_eos, scores, NEG_INF), k=k)
+    _, cut_positions = ops.top_k(ops.where(cut, scores, NEG_INF), k=k)
+    # (B, n) -> (B, 1)
+    eos_count = ops.minimum(ops.sum(ops.cast(ended_in_eos, "int32"), axis=1, keepdims=True), k)
+    filled_count = ops.minimum(
+        eos_count + ops.sum(ops.cast(cut, "int32"), axis=1, keepdims=True), k
+    )
+    slots = ops.arange(k, dtype="int32")[None, :]
+    # Slot j holds the j-th EOS-ended hypothesis, or else the (j - eos_count)-th cut one.
+    cut_slots = ops.take_along_axis(cut_positions, ops.maximum(slots - eos_count, 0), axis=1)
+    positions = ops.where(slots < eos_count, eos_positions, cut_slots)
+    return positions, slots < filled_count, slots < eos_count
+
+
 def beam_search(
     step_fn,
     cache,
@@ -171,6 +215,12 @@ def beam_search(
 ):
     """Beam search with length penalty and early stopping (§6.1, GNMT).
 
+    A sentence's search ends once no live beam can beat its worst finished
+    hypothesis, or at its length limit. There every candidate ends: those
+    that do not end in EOS are *cut*, and a cut hypothesis ranks below every
+    hypothesis that ended in EOS (as in tensor2tensor), so it is
+    returned only in a slot that no EOS-ended hypothesis fills.
+
     Args:
         step_fn: `(token_ids (B*K,), cache, index) -> (logits (B*K, V), cache)`.
         cache: the step function's state, sentence b's beams at rows
@@ -182,58 +232,72 @@ def beam_search(
         beam_size: int, K.
         alpha: float. Length penalty exponent; 0 ranks by raw log-probability.
         row_limits: optional int `(B,)`, tokens to generate at most per
-            sentence. At its limit every candidate of a sentence counts as
-            finished, so its search ends there whatever its batch holds.
+            sentence (each <= `max_length`), so that a sentence's search, and
+            its results, do not depend on what else its batch holds. A limit
+            of 1 ends a sentence at the first step.
         reorder_cache: optional `(cache, rows) -> cache` putting the state of
             row `rows[i]` at row i after each step, for a cache that also
             holds per-sentence state (`Transformer.reorder_cache`). Default:
             every entry is per row, `(B*K, ...)`, and is reordered.
 
     Returns:
-        `(sequences, scores)`: int32 `(B, K, max_length)` hypotheses, best
-        first, each ending in EOS then PAD (or cut at `max_length`), and
-        float32 `(B, K)` scores, log p(Y) / lp(Y).
+        `(sequences, scores)`: int32 `(B, K, max_length)` hypotheses, each
+        ending in EOS then PAD (or cut at its sentence's limit), and float32
+        `(B, K)` scores, log p(Y) / lp(Y). Best first: the EOS-ended ones by
+        score, then the cut ones by score. A slot left empty (fewer than K
+        hypotheses in all) scores `NEG_INF`.
     """
     K = beam_size
     reorder_cache = reorder_cache or _reorder_rows
+    row_limits = _row_limits(row_limits, batch_size, max_length)
+    # Log-probabilities only fall, and lp(Y) grows with |Y|, so no live beam
+    # can end with a score above its log-probability / lp(its sentence's limit).
+    limit_penalties = length_penalty(row_limits, alpha)
     # (B, K, 1 + T): BOS, then the generated tokens.
-    alive_sequences = ops.concatenate(
+    sequences = ops.concatenate(
         [
             ops.full((batch_size, K, 1), BOS_ID, dtype="int32"),
             ops.full((batch_size, K, max_length), PAD_ID, dtype="int32"),
         ],
         axis=2,
     )
-    # Only the first beam is live at the start, or K copies would fill the beam.
-    alive_log_probs = ops.tile(
-        ops.convert_to_tensor([[0.0] + [NEG_INF] * (K - 1)], dtype="float32"), (batch_size, 1)
-    )
-    finished_sequences = ops.zeros_like(alive_sequences)
-    finished_scores = ops.full((batch_size, K), NEG_INF, dtype="float32")
-    finished_flags = ops.zeros((batch_size, K), dtype="bool")
-    row_limits = _row_limits(row_limits, batch_size, max_length)
-    max_penalty = length_penalty(max_length, alpha)
+    state = {
+        "index": ops.convert_to_tensor(0, dtype="int32"),
+        "alive_sequences": sequences,
+        # Only the first beam is live at the start, or K copies would fill the beam.
+        "alive_log_probs": ops.tile(
+            ops.convert_to_tensor([[0.0] + [NEG_INF] * (K - 1)], dtype="float32"),
+            (batch_size, 1),
+        ),
+        "finished_sequences": ops.zeros_like(sequences),
+        "finished_scores": ops.full((batch_size, K), NEG_INF, dtype="float32"),
+        # (B, K): whether a slot holds a finished hypothesis, and whether it ended in EOS.
+        "finished_flags": ops.zeros((batch_size, K), dtype="bool"),
+        "finished_eos": ops.zeros((batch_size, K), dtype="bool"),
+        "cache": cache,
+    }
 
-    def cond(index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
-             finished_flags, cache):  # fmt: skip
-        # Log-probabilities only fall, and lp(Y) is largest at max_length, so
-        # no live beam can score above best_live_log_prob / lp(max_length).
-        best_alive = alive_log_probs[:, 0] / max_penalty
-        worst_finished = ops.min(ops.where(finished_flags, finished_scores, NEG_INF), axis=1)
-        improvable = ops.any(ops.logical_or(
+    def cond(state):
+        finished_flags = state["finished_flags"]
+        # (B, K) -> (B,)
+        best_alive = state["alive_log_probs"][:, 0] / limit_penalties
+        worst_finished = ops.min(
+            ops.where(finished_flags, state["finished_scores"], NEG_INF), axis=1
+        )
+        improvable = ops.logical_or(
             ops.logical_not(ops.all(finished_flags, axis=1)), best_alive > worst_finished
-        ))  # fmt: skip
-        return ops.logical_and(index < max_length, improvable)
+        )
+        return ops.any(ops.logical_and(state["index"] < row_limits, improvable))
 
-    def body(index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
-             finished_flags, cache):  # fmt: skip
+    def body(state):
+        index = state["index"]
         # (B, K, 1 + T) -> (B*K,)
-        current = ops.reshape(ops.take(alive_sequences, index, axis=2), (-1,))
-        logits, cache = step_fn(current, cache, index)
+        current = ops.reshape(ops.take(state["alive_sequences"], index, axis=2), (-1,))
+        logits, cache = step_fn(current, state["cache"], index)
         # (B*K, V) -> (B, K, V)
         log_probs = _unflatten_beams(_log_probs(logits), K)
         vocab_size = ops.shape(log_probs)[-1]
-        candidate_log_probs = alive_log_probs[:, :, None] + log_probs
+        candidate_log_probs = state["alive_log_probs"][:, :, None] + log_probs
         # (B, K, V) -> (B, K*V) -> top 2K candidates (B, 2K)
         top_log_probs, top_indices = _top_k(
             ops.reshape(candidate_log_probs, (batch_size, -1)), k=2 * K
@@ -241,48 +305,43 @@ def beam_search(
         top_beams = top_indices // vocab_size
         top_tokens = ops.cast(top_indices % vocab_size, "int32")
         # (B, 2K, 1 + T): the parent sequence with the new token at index + 1
-        top_sequences = _gather_beams(alive_sequences, top_beams)
+        top_sequences = _gather_beams(state["alive_sequences"], top_beams)
         top_sequences = ops.slice_update(top_sequences, (0, 0, index + 1), top_tokens[:, :, None])
         # A candidate from a dead beam (log-prob near NEG_INF) never counts.
-        # At a sentence's length limit all its candidates end.
+        # At a sentence's length limit all its candidates end; those without EOS are cut.
+        possible = top_log_probs > 0.5 * NEG_INF
+        top_eos = ops.logical_and(ops.equal(top_tokens, EOS_ID), possible)
         at_limit = (index + 1 >= row_limits)[:, None]
-        top_finished = ops.logical_and(
-            ops.logical_or(ops.equal(top_tokens, EOS_ID), at_limit),
-            top_log_probs > 0.5 * NEG_INF,
-        )
+        top_finished = ops.logical_or(top_eos, ops.logical_and(at_limit, possible))
 
-        # Live: the best K candidates that did not end in EOS.
+        # Live: the best K candidates that did not end.
         live_log_probs = ops.where(top_finished, NEG_INF, top_log_probs)
         alive_log_probs, live_positions = ops.top_k(live_log_probs, k=K)
-        alive_sequences = _gather_beams(top_sequences, live_positions)
         # (B, K) parent beam of each new live beam -> rows of the (B*K) cache
         parents = _gather_beams(top_beams, live_positions)
         rows = ops.reshape(parents + ops.arange(batch_size)[:, None] * K, (-1,))
-        cache = reorder_cache(cache, rows)
 
-        # Finished: the best K of the old finished and the new EOS candidates.
+        # Finished: the best K of the old finished and the new finished candidates.
         new_scores = top_log_probs / length_penalty(index + 1, alpha)
-        new_scores = ops.where(top_finished, new_scores, NEG_INF)
-        all_sequences = ops.concatenate([finished_sequences, top_sequences], axis=1)
-        all_scores = ops.concatenate([finished_scores, new_scores], axis=1)
-        all_flags = ops.concatenate([finished_flags, top_finished], axis=1)
-        finished_scores, positions = ops.top_k(all_scores, k=K)
-        finished_sequences = _gather_beams(all_sequences, positions)
-        finished_flags = _gather_beams(all_flags, positions)
-        return (index + 1, alive_sequences, alive_log_probs, finished_sequences,
-                finished_scores, finished_flags, cache)  # fmt: skip
+        # (B, K) + (B, 2K) -> (B, 3K)
+        all_sequences = ops.concatenate([state["finished_sequences"], top_sequences], axis=1)
+        all_scores = ops.concatenate([state["finished_scores"], new_scores], axis=1)
+        all_flags = ops.concatenate([state["finished_flags"], top_finished], axis=1)
+        all_eos = ops.concatenate([state["finished_eos"], top_eos], axis=1)
+        positions, finished_flags, finished_eos = _rank_finished(all_scores, all_flags, all_eos, K)
+        return {
+            "index": index + 1,
+            "alive_sequences": _gather_beams(top_sequences, live_positions),
+            "alive_log_probs": alive_log_probs,
+            "finished_sequences": _gather_beams(all_sequences, positions),
+            "finished_scores": ops.where(
+                finished_flags, _gather_beams(all_scores, positions), NEG_INF
+            ),
+            "finished_flags": finished_flags,
+            "finished_eos": finished_eos,
+            "cache": reorder_cache(cache, rows),
+        }
 
-    index = ops.convert_to_tensor(0, dtype="int32")
-    (index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
-     finished_flags, _) = ops.while_loop(
-        cond, body,
-        (index, alive_sequences, alive_log_probs, finished_sequences, finished_scores,
-         finished_flags, cache),
-    )  # fmt: skip
-
-    # A sentence with no finished hypothesis returns its live ones.
-    alive_scores = alive_log_probs / length_penalty(index, alpha)
-    any_finished = ops.any(finished_flags, axis=1)
-    sequences = ops.where(any_finished[:, None, None], finished_sequences, alive_sequences)
-    scores = ops.where(any_finished[:, None], finished_scores, alive_scores)
-    return sequences[:, :, 1:], scores
+    # Every sentence that ran a step has a finished hypothesis: at its limit all end.
+    state = ops.while_loop(cond, body, state)
+    return state["finished_sequences"][:, :, 1:], state["finished_scores"]

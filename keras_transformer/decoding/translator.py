@@ -63,6 +63,12 @@ class Translator(TextTranslator):
     batched, so a compiled search sees a handful of shapes; results come back
     in input order. `beam_size=1` is greedy search.
 
+    Each sentence may produce at most its input length + `max_extra_length`
+    tokens, capped at the model's `max_length`; there its unfinished
+    hypotheses are cut, and a cut one is returned only when no hypothesis
+    ended in EOS. Rows added to round a batch up hold padding only and end
+    at the first step.
+
     Inputs longer than the model's `max_length` tokens are truncated to it,
     with a warning that counts them. An input with no subword pieces (empty
     or all spaces) gives an empty translation, score 0, without running the
@@ -73,7 +79,8 @@ class Translator(TextTranslator):
         tokenizer: its `Tokenizer`.
         beam_size: int. K, 4 in the paper.
         length_penalty: float. alpha, 0.6 in the paper.
-        max_extra_length: int. Output length limit: input length + 50.
+        max_extra_length: int. Output length limit: input length + 50 (§6.1),
+            capped at the model's `max_length`.
         batch_size: int. Sentences per search, at most.
         jit_compile: bool. XLA on TensorFlow (JAX always compiles; PyTorch
             runs eagerly). False builds faster, which suits a few sentences.
@@ -111,10 +118,16 @@ class Translator(TextTranslator):
         """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy).
 
         Uncompiled `keras.ops`; `translate_ids` runs it compiled, and the
-        SavedModel export traces it into its graph.
+        SavedModel export traces it into its graph. A row of padding only
+        (a batch rounded up to a power of two) gets a limit of one token
+        whatever `row_limits` says, so that it ends at the first step and
+        never keeps the search running for the real sentences.
         """
         model = self.model
         batch_size = ops.shape(encoder_token_ids)[0]
+        # (B, S) -> (B,)
+        empty = ops.logical_not(ops.any(ops.not_equal(encoder_token_ids, PAD_ID), axis=1))
+        row_limits = ops.where(empty, 1, row_limits)
         encoder_output, encoder_padding_mask = model.encode(encoder_token_ids, training=False)
         cache = model.initialize_cache(
             encoder_output, encoder_padding_mask, max_length, self.beam_size
