@@ -149,4 +149,8 @@ def test_tiny_model_learns_copy_or_reverse_with_fit():
     assert history.history["loss"][0] > 0
     x_test, y_test = copy_or_reverse(np.random.default_rng(1), 512)
     results = model.evaluate(x_test, y_test, batch_size=128, verbose=0, return_dict=True)
-    assert results["accuracy"] > 0.99, results
+    # Measured after these 800 steps with five initialization seeds per backend on
+    # an Intel Xeon with AMX: 0.990-0.998 on JAX, 0.988-0.998 on TensorFlow, 0.986-1.000
+    # on PyTorch. Another CPU's rounding moves a run within such a spread, so the
+    # threshold keeps 0.036 below the lowest; after 200 steps accuracy is about 0.83.
+    assert results["accuracy"] > 0.95, results
