@@ -12,10 +12,14 @@ it with three signatures:
 - `logits`: `encoder_token_ids`, `decoder_token_ids` -> `logits` float32
   `[batch, length, vocab]` (teacher-forced scoring).
 
-The SavedModel loads in a process that imports only `tensorflow` and
+The SavedModel runs in TensorFlow's session-based loader, as TF Serving runs
+it (a session over the MetaGraph tagged `serve`, variables restored by its
+restore op, the signature's tensors run by name), and with
+`tf.saved_model.load`, in a process that imports only `tensorflow` and
 `tensorflow_text`. A model on the JAX or PyTorch backend exports through its
 `.keras` file in a TensorFlow-backend subprocess, so the graph is the same
 whatever the training backend (`main` below is that subprocess's entry).
+Reading an export back is `serving.py`'s job.
 """
 
 import argparse
@@ -29,7 +33,7 @@ import keras
 
 from keras_transformer import workdir as workdirs
 from keras_transformer.config import DecodingConfig
-from keras_transformer.decoding.translator import SOURCE_BUCKETS, TextTranslator
+from keras_transformer.decoding.translator import SOURCE_BUCKETS
 from keras_transformer.tokenization import EOS_ID, PAD_ID, Tokenizer
 
 logger = logging.getLogger("keras_transformer")
@@ -93,13 +97,13 @@ def export_saved_model(translator_or_workdir, path, version=None, jit_compile=Fa
     return target
 
 
-def _versions(path):
+def versions(path):
     """The numeric version directories TF Serving would see under `path`."""
     return [int(name) for name in os.listdir(path) if name.isdigit()] if os.path.isdir(path) else []
 
 
 def _next_version(path):
-    return max(_versions(path), default=0) + 1
+    return max(versions(path), default=0) + 1
 
 
 def _check_version(version):
@@ -178,7 +182,13 @@ def _serving_module(translator, tokenizer_asset, jit_compile):
         return sequences[:batch_size, 0, :], scores[:batch_size, 0]
 
     module = tf.Module()
-    module.model = model
+    # The traced functions read the `tf.Variable` behind each Keras variable
+    # (`variable.value`). Tracked through the Keras model instead, the graph
+    # holds every weight under two handles: the restore op fills one, the
+    # functions read the other. `tf.saved_model.load` copes; TF Serving's
+    # session loader fails ("Could not find variable", issue #27). Tracking
+    # the backing variables, as `keras.export.ExportArchive` does, keeps one.
+    module.model_variables = [variable.value for variable in model.variables]
     module.tokenizer_asset = tf.saved_model.Asset(tokenizer_asset)
     module.tokenizer = tensorflow_text.SentencepieceTokenizer(
         model=translator.tokenizer.proto, out_type=tf.int32
@@ -233,73 +243,6 @@ def _strip(sequences):
     before_eos = tf.equal(tf.cumsum(tf.cast(tf.equal(sequences, EOS_ID), tf.int32), axis=1), 0)
     keep = tf.logical_and(before_eos, tf.not_equal(sequences, PAD_ID))
     return tf.ragged.boolean_mask(sequences, keep)
-
-
-class SavedModelTranslator(TextTranslator):
-    """A SavedModel's `serving_default` with the `Translator` interface.
-
-    Returned by `load_translator`: `translate`, `translate_file`,
-    `translate_ids` and `logits` call the exported graph.
-    """
-
-    def __init__(self, path):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
-
-        self.path = path
-        self.saved_model = tf.saved_model.load(path)
-        self.tokenizer = Tokenizer.load(os.path.join(path, "assets", TOKENIZER_ASSET))
-        self._signatures = self.saved_model.signatures
-
-    def translate(self, texts, return_scores=False, progress=None, batch_size=64):
-        texts = list(texts)
-        translations, scores = [], []
-        for start in range(0, len(texts), batch_size):
-            batch = _tf_strings(texts[start : start + batch_size])
-            outputs = self._signatures["serving_default"](text=batch)
-            translations += [text.decode("utf-8") for text in outputs["translation"].numpy()]
-            scores += [float(score) for score in outputs["score"].numpy()]
-            if progress:
-                progress(len(translations), len(texts))
-        return (translations, scores) if return_scores else translations
-
-    def translate_ids(self, token_ids):
-        """`(B, S)` int32 ids -> `((B, T) ids of the best hypothesis, (B,) scores)`."""
-        import tensorflow as tf
-
-        outputs = self._signatures["translate_ids"](token_ids=tf.constant(token_ids, tf.int32))
-        return outputs["token_ids"].numpy(), outputs["score"].numpy()
-
-    def logits(self, encoder_token_ids, decoder_token_ids):
-        import tensorflow as tf
-
-        outputs = self._signatures["logits"](
-            encoder_token_ids=tf.constant(encoder_token_ids, tf.int32),
-            decoder_token_ids=tf.constant(decoder_token_ids, tf.int32),
-        )
-        return outputs["logits"].numpy()
-
-
-def _tf_strings(texts):
-    import tensorflow as tf
-
-    encoded = [text.encode("utf-8") for text in texts]
-    return tf.constant(encoded, dtype=tf.string, shape=[len(texts)])
-
-
-def load_translator(path):
-    """Loads an exported version directory (`saved_models/NAME/<version>`) for Python use.
-
-    A base directory (`saved_models/NAME`) loads its latest version.
-    """
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"No SavedModel directory at {path}")
-    versions = _versions(path)
-    if not os.path.exists(os.path.join(path, "saved_model.pb")) and versions:
-        path = os.path.join(path, str(max(versions)))
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"{path} holds no saved_model.pb and no numeric version directory")
-    return SavedModelTranslator(path)
 
 
 def main(argv=None):

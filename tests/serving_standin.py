@@ -4,7 +4,8 @@
 
 Like the model server it imports TensorFlow and TensorFlow Text only (plus the
 `tensorflow_serving.apis` protocol buffers and gRPC), loads the highest
-version under `MODEL_BASE_PATH`, and answers
+version under `MODEL_BASE_PATH` in a session with the `serve` tag, as the
+server does (`session_runner.SessionModel`), and answers
 
 - REST `POST /v1/models/MODEL_NAME[/versions/N]:predict` in the row format
   (`{"instances": [...]}` -> `{"predictions": [...]}`, one object per row
@@ -27,19 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import numpy as np
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the SentencePiece ops, as the server links them)
+from session_runner import SessionModel  # also forbids Keras and the project from here on
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-
-class Forbid:
-    """No Keras and no project code past this point: the server has neither."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("keras", "keras_hub", "keras_transformer"):
-            raise ImportError(f"the serving process imported {name}")
-
-
-sys.meta_path.insert(0, Forbid())
 
 
 def latest_version(base_path):
@@ -50,37 +40,23 @@ def latest_version(base_path):
 
 
 class Model:
+    """The latest version, in one session that every request shares, as the server keeps it."""
+
     def __init__(self, name, base_path):
         self.name = name
         self.version = latest_version(base_path)
-        self.signatures = tf.saved_model.load(os.path.join(base_path, str(self.version))).signatures
-
-    def signature(self, signature_name):
-        return self.signatures[signature_name or "serving_default"]
-
-    def input_specs(self, signature_name):
-        return self.signature(signature_name).structured_input_signature[1]
+        self.session_model = SessionModel(os.path.join(base_path, str(self.version)))
 
     def named_inputs(self, signature_name, inputs):
         """A bare list or tensor names the signature's only input."""
         if isinstance(inputs, dict):
             return inputs
-        (name,) = self.input_specs(signature_name)
+        (name,) = self.session_model.input_names(signature_name)
         return {name: inputs}
 
     def run(self, signature_name, inputs):
         """`inputs`: name -> array-like. Returns name -> numpy array."""
-        specs = self.input_specs(signature_name)
-        if set(inputs) != set(specs):
-            raise ValueError(
-                f"inputs {sorted(inputs)} do not match the signature's {sorted(specs)}"
-            )
-        tensors = {
-            name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in specs.items()
-        }
-        return {
-            name: value.numpy() for name, value in self.signature(signature_name)(**tensors).items()
-        }
+        return self.session_model.run(signature_name, inputs)
 
 
 def to_json(array):
