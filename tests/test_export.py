@@ -4,18 +4,20 @@ TF Serving loads an export with TensorFlow's session-based loader (a session
 over the MetaGraph tagged `serve`, the signature's tensors run by name), so
 that is the reference here: in a Python process that has TensorFlow and
 TensorFlow Text only (`session_runner.py`, which `serving_standin.py` also
-serves through).
+serves through), and in TensorFlow's C runtime with no Python at all
+(`serving/translate.c`).
 
 Under the JAX and PyTorch backends the export goes through the `.keras` file
 in a TensorFlow subprocess, so the session tests are also the "trained on
-another backend" tests. Tests of what the export does once written (the
-REST/gRPC stand-in, `saved_model_cli`) do not depend on the
+another backend" tests. Tests of what the export does once written (the C
+runtime, the REST/gRPC stand-in, `saved_model_cli`) do not depend on the
 training backend: they run in the TensorFlow pass, where exporting is quickest.
 """
 
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 
@@ -30,6 +32,7 @@ from keras_transformer import serving
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPOSITORY = os.path.dirname(HERE)
 SESSION_RUNNER = os.path.join(HERE, "session_runner.py")
 QUIET = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -119,6 +122,96 @@ def test_tf_serving_session_translates_as_the_translator(
 def test_export_check_runs_in_a_session(exported):
     lines = serving.check_export(exported, ["one", ""])
     assert len(lines) == 2 and lines[1].startswith("  '' -> '' (score 0.0000)")
+
+
+# --- TensorFlow's C runtime: serving/translate.c --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def c_translate(tmp_path_factory):
+    """`serving/translate.c` compiled against the installed tensorflow wheel: its command prefix."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler (gcc or cc) on PATH to build serving/translate.c")
+    import tensorflow as tf
+    import tensorflow_text
+
+    tf_dir = os.path.dirname(tf.__file__)
+    binary = str(tmp_path_factory.mktemp("c") / "translate")
+    result = subprocess.run(
+        [compiler, "-O2", "-Wall", "-Werror", "-std=c11", "-pthread",
+         f"-I{tf_dir}/include", os.path.join(REPOSITORY, "serving", "translate.c"),
+         "-o", binary, f"{tf_dir}/libtensorflow_cc.so.2", f"{tf_dir}/libtensorflow_framework.so.2",
+         f"-Wl,-rpath,{tf_dir}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    # TensorFlow Text's kernels, which TF Serving links into the model server.
+    ops = os.path.join(os.path.dirname(tensorflow_text.__file__), "python", "ops")
+    libraries = sorted(name for name in os.listdir(ops) if name.endswith(".so"))
+    assert "_sentencepiece_tokenizer.so" in libraries
+    return [binary, *(arg for name in libraries for arg in ("--library", os.path.join(ops, name)))]
+
+
+def run_c(command, *args, lines=(), check=True):
+    result = subprocess.run(
+        [*command, *args],
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True, text=True, env=QUIET, timeout=300,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def answer_rows(stdout):
+    return [line.split("\t") for line in stdout.split("\n")[:-1]]  # not splitlines: any text
+
+
+def parse_answers(stdout):
+    rows = answer_rows(stdout)
+    return [row[-2] for row in rows], [float(row[-1]) for row in rows]
+
+
+@in_tensorflow_pass
+@pytest.mark.parametrize("export", EXPORTS)
+def test_c_runtime_translates_as_the_translator(export, c_translate, translator, corpus, request):
+    sources = [source for source, _ in corpus[:6]]
+    texts = sources + edge_cases(sources)
+    # Requests of 4, 4 and 3 sentences on one session.
+    result = run_c(c_translate, request.getfixturevalue(export), "--batch", "4", lines=texts)
+    translations, scores = parse_answers(result.stdout)
+    expected, expected_scores = translator.translate(texts, return_scores=True)
+    assert translations == expected
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
+    assert sum(bool(text) for text in translations[:6]) >= 3
+    assert translations[6:8] == ["", ""] and scores[6:8] == [0.0, 0.0]
+
+
+@in_tensorflow_pass
+def test_c_runtime_one_session_from_eight_threads(c_translate, exported_xla, corpus):
+    texts = [source for source, _ in corpus[:3]] + [""]
+    single = parse_answers(run_c(c_translate, exported_xla, "--batch", "1", *texts).stdout)
+    result = run_c(c_translate, exported_xla, "--threads", "8", "--requests", "50", *texts)
+    rows = answer_rows(result.stdout)
+    assert sorted((int(row[0]), int(row[1])) for row in rows) == [
+        (thread, request) for thread in range(8) for request in range(50)
+    ]
+    for thread, request_index, sentence, translation, score in rows:
+        assert int(sentence) == (int(thread) + int(request_index)) % len(texts)
+        assert translation == single[0][int(sentence)]
+        assert float(score) == single[1][int(sentence)]
+
+
+@in_tensorflow_pass
+def test_c_runtime_needs_the_tensorflow_text_kernels(c_translate, exported):
+    # What a model server without TensorFlow Text's ops would say.
+    result = run_c(c_translate[:1], exported, "one", check=False)
+    assert result.returncode == 2
+    assert "Op type not registered 'SentencepieceOp'" in result.stderr
+    result = run_c(c_translate, exported, "--signature", "translate", "one", check=False)
+    assert result.returncode == 2
+    assert 'the export has no signature "translate"' in result.stderr
 
 
 def pad_to(ids, width):
