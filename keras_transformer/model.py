@@ -4,6 +4,12 @@
 `{"encoder_token_ids", "decoder_token_ids"}` to logits, trainable with
 `model.fit`. Its `encode()`, `initialize_cache()` and `decode_step()` call
 the very same layers for cached decoding, one token at a time.
+
+`build_transformer(config, dtype="mixed_bfloat16")` computes in bfloat16 with
+float32 variables (any Keras dtype policy; see docs/precision.md). What
+rounding would harm stays float32 whatever the policy: the attention softmax,
+layer-norm statistics, the logits and everything after them (loss, metrics,
+search scores).
 """
 
 import keras
@@ -34,6 +40,10 @@ class Transformer(keras.Model):
 
     Args:
         config: `TransformerConfig` or its dict.
+        dtype: the Keras dtype policy of every layer: "float32",
+            "mixed_bfloat16", "mixed_float16", or a `keras.DTypePolicy`.
+            Default None, Keras' global policy (float32 unless set). Kept in
+            `get_config()`, so a `.keras` file reloads with it.
 
     References:
         Vaswani et al., "Attention Is All You Need", 2017, §3.
@@ -54,7 +64,7 @@ class Transformer(keras.Model):
             raise TypeError(
                 f"config must be a TransformerConfig or dict. Received: {type(config).__name__}"
             )
-        dtype = kwargs.pop("dtype", None)
+        dtype = model_dtype_policy(kwargs.pop("dtype", None))
 
         # === Layers ===
         # §3.4: one matrix for source, target and the pre-softmax projection.
@@ -117,9 +127,11 @@ class Transformer(keras.Model):
         super().__init__(
             inputs={ENCODER_INPUT: encoder_token_ids, DECODER_INPUT: decoder_token_ids},
             outputs=logits,
-            dtype=dtype,
             **kwargs,
         )
+        # Functional's constructor drops `dtype`; the policy decides loss
+        # scaling in `compile` and must reach `get_config`.
+        self.dtype_policy = dtype
 
     # --- the pieces, shared by the functional graph and cached decoding ---
 
@@ -305,7 +317,12 @@ class Transformer(keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+        return {
+            "config": self.config.to_dict(),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -329,13 +346,35 @@ def _validate_inputs(inputs):
             )
 
 
-def build_transformer(config, **kwargs):
+def model_dtype_policy(dtype):
+    """`dtype` (a policy name, dict or `keras.DTypePolicy`; None: the global
+    policy) as a float `keras.DTypePolicy`, or a ValueError naming the value."""
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError):
+        policy = None
+    floating = policy is not None and all(
+        "float" in keras.backend.standardize_dtype(d)
+        for d in (policy.compute_dtype, policy.variable_dtype)
+    )
+    if not floating or policy.quantization_mode is not None:
+        raise ValueError(
+            "dtype must be a float Keras dtype policy such as 'float32', 'mixed_bfloat16' or "
+            f"'mixed_float16', or a keras.DTypePolicy. Received: dtype={dtype!r}"
+        )
+    return policy
+
+
+def build_transformer(config, dtype=None, **kwargs):
     """Builds the Transformer for `config` (a `TransformerConfig`).
+
+    `dtype` is the Keras dtype policy ("float32", "mixed_bfloat16",
+    "mixed_float16", a `keras.DTypePolicy`; None: Keras' global policy).
 
     Example:
         >>> config = TransformerConfig.tiny(vocab_size=100)
-        >>> model = build_transformer(config)
-        >>> sorted(model.input)
-        ['decoder_token_ids', 'encoder_token_ids']
+        >>> model = build_transformer(config, dtype="mixed_bfloat16")
+        >>> model.dtype_policy.compute_dtype, model.dtype_policy.variable_dtype
+        ('bfloat16', 'float32')
     """
-    return Transformer(config, **kwargs)
+    return Transformer(config, dtype=dtype, **kwargs)

@@ -42,6 +42,10 @@ def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=No
     On PyTorch it falls back to eager execution, see `_supported_jit_compile`.
     `hidden_dim` (d_model of the warmup schedule) defaults to
     `model.config.hidden_dim`; pass it for a model built by other means.
+    A model that computes in float16 (`dtype="mixed_float16"`) gets its
+    optimizer wrapped in `keras.optimizers.LossScaleOptimizer` (dynamic loss
+    scaling), so an overflowing step is skipped instead of writing inf or NaN
+    into the weights; `model.optimizer.iterations` then counts applied steps.
     """
     training_config = training_config or TrainingConfig()
     if hidden_dim is None:
@@ -51,8 +55,13 @@ def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=No
                 "pass hidden_dim=..."
             )
         hidden_dim = model.config.hidden_dim
+    optimizer = create_optimizer(hidden_dim, training_config)
+    if model.dtype_policy.compute_dtype == "float16":
+        # float16 gradients underflow unless the loss is scaled up; a step whose
+        # scaled gradients overflow is skipped and the scale halved.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
-        optimizer=create_optimizer(hidden_dim, training_config),
+        optimizer=optimizer,
         loss=LabelSmoothedCrossEntropy(label_smoothing=training_config.label_smoothing),
         metrics=[MaskedAccuracy(), Perplexity()],
         jit_compile=_supported_jit_compile(jit_compile),

@@ -44,6 +44,13 @@ class MultiHeadAttention(keras.layers.Layer):
     that its output and gradients stay finite; such positions are padding and
     masked out of the loss.
 
+    **Precision**: under a mixed policy the projections and both products run
+    in the compute dtype (bfloat16 or float16), the softmax in float32. The
+    explicit path casts the logits to float32 itself; the fused kernel does
+    so inside (Keras casts on TensorFlow and JAX; PyTorch's
+    `scaled_dot_product_attention` accumulates half precision in float32).
+    The attention probabilities returned are float32.
+
     Args:
         num_heads: int. h; must divide `hidden_dim`. Default 8.
         hidden_dim: int. d_model. Default 512.
@@ -150,8 +157,10 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = _visible(attention_mask)
         # (N, Tq, D) -> (N, Tq, h, d); N = K rows per sentence of a cross-attention cache
         query_heads = self._split_heads(self.query_dense(query))
-        if cache is None and not (return_attention_scores or (training and self.dropout > 0)):
-            # (B, T, D) -> (B, T, h, d), twice; the backend's fused kernel
+        explicit = return_attention_scores or (training and self.dropout > 0)
+        if cache is None and not explicit and _fused_kernel_supports(query_heads.dtype):
+            # (B, T, D) -> (B, T, h, d), twice; the backend's fused kernel, whose
+            # softmax is float32 for half-precision inputs on every backend
             attention_output = ops.dot_product_attention(
                 query_heads,
                 self._split_heads(self.key_dense(value)),
@@ -262,6 +271,17 @@ def _write_cache(buffer, new, index):
         new = ops.transpose(ops.reshape(new, (batch, beams, heads, depth)), (0, 2, 1, 3))
         index = index * beams
     return ops.slice_update(buffer, [0, 0, index, 0], ops.cast(new, buffer.dtype))
+
+
+def _fused_kernel_supports(dtype):
+    """JAX on CPU: `jax.nn.dot_product_attention` asks XLA for float32 logits
+    from float16 operands (precision `F16_F16_F32`), which XLA's CPU dot
+    rejects; float16 attention there takes the explicit path instead."""
+    if keras.backend.backend() != "jax" or keras.backend.standardize_dtype(dtype) != "float16":
+        return True
+    import jax
+
+    return jax.default_backend() != "cpu"
 
 
 def _visible(attention_mask):
