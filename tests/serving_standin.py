@@ -13,7 +13,10 @@ server does (`session_runner.SessionModel`), and answers
   (`{"inputs": ...}` -> `{"outputs": ...}`), errors as `{"error": "..."}`;
 - gRPC `tensorflow.serving.PredictionService/Predict`.
 
-It prints one JSON line `{"rest": PORT, "grpc": PORT}` when both listen.
+Before it listens it replays the export's warmup requests
+(`assets.extra/tf_serving_warmup_requests`), as the server does at load
+time. It prints one JSON line `{"rest": PORT, "grpc": PORT, "warmup":
+REQUESTS_REPLAYED}` when both listen.
 This follows TF Serving's documented protocols; it is not the server, and
 only the tests use it.
 """
@@ -29,7 +32,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from session_runner import SessionModel  # also forbids Keras and the project from here on
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 
 def latest_version(base_path):
@@ -57,6 +60,23 @@ class Model:
     def run(self, signature_name, inputs):
         """`inputs`: name -> array-like. Returns name -> numpy array."""
         return self.session_model.run(signature_name, inputs)
+
+
+def replay_warmup(model, version_dir):
+    """Runs `assets.extra/tf_serving_warmup_requests` as the server does at load; returns how many.
+
+    A request that fails stops the load, as it does in the server.
+    """
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    if not os.path.exists(path):
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        model.run(request.model_spec.signature_name, inputs)
+        count += 1
+    return count
 
 
 def to_json(array):
@@ -146,6 +166,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 def main():
     name, base_path = sys.argv[1:3]
     model = Model(name, base_path)
+    warmup = replay_warmup(model, os.path.join(base_path, str(model.version)))
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(model), grpc_server
@@ -154,7 +175,8 @@ def main():
     grpc_server.start()
     rest_server = ThreadingHTTPServer(("localhost", 0), rest_handler(model))
     threading.Thread(target=rest_server.serve_forever, daemon=True).start()
-    print(json.dumps({"rest": rest_server.server_address[1], "grpc": grpc_port}), flush=True)
+    ports = {"rest": rest_server.server_address[1], "grpc": grpc_port}
+    print(json.dumps({**ports, "warmup": warmup}), flush=True)
     grpc_server.wait_for_termination()
 
 

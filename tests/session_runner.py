@@ -64,12 +64,28 @@ class SessionModel:
             raise ValueError(
                 f"inputs {sorted(inputs)} do not match the signature's {sorted(signature.inputs)}"
             )
-        feeds = {}
-        for name, info in signature.inputs.items():
-            dtype = tf.dtypes.as_dtype(info.dtype)
-            feeds[info.name] = np.asarray(inputs[name], dtype=dtype.as_numpy_dtype)
+        feeds = {
+            info.name: as_feed(name, inputs[name], info) for name, info in signature.inputs.items()
+        }
         fetches = {name: info.name for name, info in signature.outputs.items()}
         return self.session.run(fetches, feeds)
+
+
+def as_feed(name, value, info):
+    """`value` as an array of the input's dtype.
+
+    A value of another kind is refused, as the model server refuses it, not converted.
+    """
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    if dtype == tf.string:
+        array = np.asarray(value, dtype=object)  # bytes stay bytes, trailing NULs included
+        if not all(isinstance(item, (str, bytes)) for item in array.flat):
+            raise ValueError(f"input {name!r} expects strings")
+        return array
+    array = np.asarray(value)
+    if array.size and array.dtype.kind not in "biuf":
+        raise ValueError(f"input {name!r} expects {dtype.name}, not {array.dtype}")
+    return array.astype(dtype.as_numpy_dtype)
 
 
 def main():

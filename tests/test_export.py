@@ -24,7 +24,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import to_numpy, train_briefly
+from helpers import runs_once, to_numpy, train_briefly
 
 import keras_transformer as kt
 from keras_transformer import export as export_module
@@ -154,14 +154,17 @@ def c_translate(tmp_path_factory):
 
 
 def run_c(command, *args, lines=(), check=True):
+    """The C program with `lines` (str or bytes) on stdin: (returncode, stdout, stderr)."""
+    stdin = b"".join((line if isinstance(line, bytes) else line.encode()) + b"\n" for line in lines)
     result = subprocess.run(
-        [*command, *args],
-        input="".join(f"{line}\n" for line in lines),
-        capture_output=True, text=True, env=QUIET, timeout=300,
-    )  # fmt: skip
+        [*command, *args], input=stdin, capture_output=True, env=QUIET, timeout=300
+    )
+    stdout, stderr = (
+        out.decode("utf-8", "surrogateescape") for out in (result.stdout, result.stderr)
+    )
     if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
+        assert result.returncode == 0, stderr[-4000:]
+    return result.returncode, stdout, stderr
 
 
 def answer_rows(stdout):
@@ -177,23 +180,27 @@ def parse_answers(stdout):
 @pytest.mark.parametrize("export", EXPORTS)
 def test_c_runtime_translates_as_the_translator(export, c_translate, translator, corpus, request):
     sources = [source for source, _ in corpus[:6]]
-    texts = sources + edge_cases(sources)
-    # Requests of 4, 4 and 3 sentences on one session.
-    result = run_c(c_translate, request.getfixturevalue(export), "--batch", "4", lines=texts)
-    translations, scores = parse_answers(result.stdout)
+    texts = sources + edge_cases(sources) + ["zwei " * 2000]  # 10,000 characters
+    # Requests of 4, 4, 4 and 2 sentences on one session, one of them with invalid UTF-8.
+    lines = [*texts, b"\xff\xfe ein \xc3", sources[0]]
+    _, stdout, _ = run_c(c_translate, request.getfixturevalue(export), "--batch", "4", lines=lines)
+    translations, scores = parse_answers(stdout)
     expected, expected_scores = translator.translate(texts, return_scores=True)
-    assert translations == expected
-    np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
+    assert translations[: len(texts)] == expected
+    np.testing.assert_allclose(scores[: len(texts)], expected_scores, atol=1e-4)
     assert sum(bool(text) for text in translations[:6]) >= 3
     assert translations[6:8] == ["", ""] and scores[6:8] == [0.0, 0.0]
+    # Invalid UTF-8 gets an answer, and the sentence beside it the usual one.
+    assert np.isfinite(scores[-2])
+    assert translations[-1] == expected[0] and scores[-1] == pytest.approx(scores[0], abs=1e-4)
 
 
 @in_tensorflow_pass
 def test_c_runtime_one_session_from_eight_threads(c_translate, exported_xla, corpus):
     texts = [source for source, _ in corpus[:3]] + [""]
-    single = parse_answers(run_c(c_translate, exported_xla, "--batch", "1", *texts).stdout)
-    result = run_c(c_translate, exported_xla, "--threads", "8", "--requests", "50", *texts)
-    rows = answer_rows(result.stdout)
+    single = parse_answers(run_c(c_translate, exported_xla, "--batch", "1", *texts)[1])
+    _, stdout, _ = run_c(c_translate, exported_xla, "--threads", "8", "--requests", "50", *texts)
+    rows = answer_rows(stdout)
     assert sorted((int(row[0]), int(row[1])) for row in rows) == [
         (thread, request) for thread in range(8) for request in range(50)
     ]
@@ -206,12 +213,10 @@ def test_c_runtime_one_session_from_eight_threads(c_translate, exported_xla, cor
 @in_tensorflow_pass
 def test_c_runtime_needs_the_tensorflow_text_kernels(c_translate, exported):
     # What a model server without TensorFlow Text's ops would say.
-    result = run_c(c_translate[:1], exported, "one", check=False)
-    assert result.returncode == 2
-    assert "Op type not registered 'SentencepieceOp'" in result.stderr
-    result = run_c(c_translate, exported, "--signature", "translate", "one", check=False)
-    assert result.returncode == 2
-    assert 'the export has no signature "translate"' in result.stderr
+    returncode, _, stderr = run_c(c_translate[:1], exported, "one", check=False)
+    assert returncode == 2 and "Op type not registered 'SentencepieceOp'" in stderr
+    returncode, _, stderr = run_c(c_translate, exported, "--signature", "translate", check=False)
+    assert returncode == 2 and 'the export has no signature "translate"' in stderr
 
 
 def pad_to(ids, width):
@@ -221,10 +226,11 @@ def pad_to(ids, width):
 CLIENT = os.path.join(HERE, "..", "examples", "tf_serving_client.py")
 
 
-@pytest.fixture
-def standin_server(exported, tmp_path):
+@pytest.fixture(scope="module")
+def standin_server(exported, tmp_path_factory):
     """`tests/serving_standin.py` serving the export's base path as "numbers": its ports."""
     pytest.importorskip("tensorflow_serving.apis", reason="the dev extra tensorflow-serving-api")
+    tmp_path = tmp_path_factory.mktemp("standin")
     log_path = tmp_path / "standin.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
@@ -275,6 +281,108 @@ def test_serving_client_over_rest_and_grpc(translator, standin_server, corpus):
     np.testing.assert_allclose(
         [row["score"] for row in predictions["predictions"]], expected_scores[:2], atol=1e-4
     )
+
+
+@in_tensorflow_pass
+def test_bad_requests_get_an_error_and_the_server_stays_up(translator, standin_server):
+    requests = pytest.importorskip("requests", reason="the dev extra requests")
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    long_text = "zwei " * 2000  # 10,000 characters
+    expected, _ = translator.translate(["one", long_text], return_scores=True)
+    url = f"http://localhost:{standin_server['rest']}/v1/models/numbers:predict"
+
+    def rest(body):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = requests.post(url, data=data, timeout=300)
+        return response.status_code, response.json()
+
+    assert rest({"instances": []}) == (200, {"predictions": []})
+    status, answer = rest({"instances": [long_text]})
+    assert status == 200 and answer["predictions"][0]["translation"] == expected[1]
+    for body in (
+        {"instances": [1, 2]},  # a wrong dtype
+        {"inputs": {"txt": ["one"]}},  # a missing input name
+        {"signature_name": "nope", "instances": ["one"]},
+        b"not json",
+    ):
+        status, answer = rest(body)
+        assert status == 400 and answer["error"], body
+    assert rest({"instances": ["one"]})[1]["predictions"][0]["translation"] == expected[0]
+
+    channel = grpc.insecure_channel(f"localhost:{standin_server['grpc']}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def predict(signature_name="serving_default", **inputs):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "numbers"
+        request.model_spec.signature_name = signature_name
+        for name, (value, dtype) in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+        response = stub.Predict(request, timeout=300)
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    assert predict(text=([], tf.string))["translation"].shape == (0,)
+    outputs = predict(text=([b"\xff\xfe ein \xc3", b"one"], tf.string))  # invalid UTF-8
+    assert np.all(np.isfinite(outputs["score"]))
+    assert outputs["translation"][1].decode() == expected[0]
+    for signature_name, inputs in (
+        ("serving_default", {"text": ([1, 2], tf.int32)}),
+        ("serving_default", {"txt": (["one"], tf.string)}),
+        ("nope", {"text": (["one"], tf.string)}),
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            predict(signature_name, **inputs)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (signature_name, inputs)
+    assert predict(text=(["one"], tf.string))["translation"][0].decode() == expected[0]
+    channel.close()
+
+
+@in_tensorflow_pass
+@pytest.mark.parametrize("export", EXPORTS)
+def test_warmup_requests_match_the_signature(export, translator, standin_server, request):
+    prediction_log_pb2 = pytest.importorskip(
+        "tensorflow_serving.apis.prediction_log_pb2", reason="the dev extra tensorflow-serving-api"
+    )
+    import tensorflow as tf
+
+    path = os.path.join(
+        request.getfixturevalue(export), "assets.extra", "tf_serving_warmup_requests"
+    )
+    shapes = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        assert log.WhichOneof("log_type") == "predict_log"
+        spec, inputs = log.predict_log.request.model_spec, log.predict_log.request.inputs
+        assert spec.signature_name == "serving_default" and list(inputs) == ["text"]
+        texts = tf.make_ndarray(inputs["text"])
+        assert inputs["text"].dtype == tf.string.as_datatype_enum and texts.ndim == 1
+        assert len(set(texts)) == 1
+        shapes.append((len(texts), len(translator.tokenizer.encode(texts[0].decode()))))
+    # Every source length bucket of a max_length=32 model, filled to its end.
+    batch_sizes = [1, 8, 64] if export == "exported_xla" else [1]
+    assert shapes == [(rows, length) for length in (8, 16, 24, 32) for rows in batch_sizes]
+    if export == "exported":
+        assert standin_server["warmup"] == len(shapes)  # replayed at load, as the server does
+
+
+@runs_once
+def test_the_model_config_example_is_a_model_server_config():
+    model_server_config_pb2 = pytest.importorskip(
+        "tensorflow_serving.config.model_server_config_pb2",
+        reason="the dev extra tensorflow-serving-api",
+    )
+    from google.protobuf import text_format
+
+    with open(os.path.join(REPOSITORY, "saved_models", "README.md"), encoding="utf-8") as file:
+        blocks = file.read().split("```")[1::2]
+    (example,) = [block for block in blocks if "model_config_list" in block]
+    config = text_format.Parse(example, model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert list(model.model_version_policy.specific.versions) == [1, 2]
+    assert dict(model.version_labels) == {"stable": 1, "canary": 2}
 
 
 @in_tensorflow_pass
