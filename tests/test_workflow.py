@@ -19,6 +19,7 @@ import pytest
 import keras_transformer as kt
 from keras_transformer import cli, training
 from keras_transformer import workdir as workdirs
+from keras_transformer.data import pipeline
 
 # XLA builds slowly for a handful of steps on TensorFlow; JAX runs eagerly far
 # slower than it compiles, and PyTorch always runs eagerly.
@@ -57,9 +58,9 @@ def weights(path):
 
 def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monkeypatch):
     tokenized = []
-    tokenize_pairs = kt.data.pipeline.tokenize_pairs
+    tokenize_pairs = pipeline.tokenize_pairs
     monkeypatch.setattr(
-        kt.data.pipeline,
+        pipeline,
         "tokenize_pairs",
         lambda pairs, *args: tokenized.append(len(pairs)) or tokenize_pairs(pairs, *args),
     )
