@@ -9,6 +9,9 @@ prints one JSON line; this process prints the tables and the ratios.
     # JAX (XLA) against PyTorch (eager) on the base model, side by side:
     python benchmarks/gpu_check.py throughput --backends jax,torch
 
+    # float32 and bfloat16 (float32 variables) in one run, per backend:
+    python benchmarks/gpu_check.py throughput --precision float32,mixed_bfloat16
+
     # The Multi30k en->de recipe at equal steps, once per copy of the library
     # (e.g. before and after a change), on JAX:
     python benchmarks/gpu_check.py quality --data ../shared/data/multi30k \\
@@ -17,7 +20,9 @@ prints one JSON line; this process prints the tables and the ratios.
 `throughput` trains on random token ids (a batch of `--batch-size` pairs of
 `--length` tokens per side) and decodes `--decode-batch` random sentences
 with the untrained model, so every hypothesis runs to its length limit
-(input + 50): the worst case for the search. `quality` trains the `small`
+(input + 50): the worst case for the search. `--precision` takes a comma
+list of Keras dtype policies; each backend runs once per policy, and the
+ratios compare each policy with the backend's first. `quality` trains the `small`
 preset with the recipe of the README's Multi30k row (dropout 0.3, warmup
 800, rate x0.5, 2,048-token batches), then translates test2016 with beam 4
 (last weights, no averaging) and scores it with sacreBLEU.
@@ -63,6 +68,25 @@ def _device_name():
     return "?"
 
 
+def _peak_device_memory_gib():
+    """Peak memory the backend allocated on its first device, or None where unknown."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+        else:
+            import torch
+
+            peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    except Exception:  # a device without memory statistics
+        peak = None
+    return None if peak is None else peak / 2**30
+
+
 def _random_ids(rng, rows, length, vocab_size):
     import keras_transformer as kt
 
@@ -80,7 +104,7 @@ def measure_throughput(args):
     backend = keras.backend.backend()
     rng = np.random.default_rng(0)
     config = kt.TransformerConfig.preset(args.preset, args.vocab_size)
-    model = kt.build_transformer(config)
+    model = kt.build_transformer(config, dtype=args.precision)
     kt.compile_model(model, kt.TrainingConfig(), jit_compile=backend != "torch")
     rows = args.batch_size * args.steps
 
@@ -99,6 +123,7 @@ def measure_throughput(args):
 
     result = {
         "backend": backend,
+        "precision": model.dtype_policy.name,
         "device": _device_name(),
         "parameters": model.count_params(),
         "first_train_step_s": first_step,
@@ -120,6 +145,7 @@ def measure_throughput(args):
         result[f"{name}_first_call_s"] = compile_seconds
         result[f"{name}_sentences_per_s"] = args.decode_batch / sorted(times)[1]
         result[f"{name}_output_length"] = int(sequences.shape[-1])
+    result["peak_device_memory_gib"] = _peak_device_memory_gib()
     return result
 
 
@@ -239,6 +265,9 @@ def main():
     commands = parser.add_subparsers(dest="command", required=True)
     throughput = commands.add_parser("throughput", help="training and decoding speed")
     throughput.add_argument("--backends", default="jax,torch")
+    throughput.add_argument(
+        "--precision", default="float32", help="comma list of Keras dtype policies"
+    )
     throughput.add_argument("--preset", default="base")
     throughput.add_argument("--vocab-size", type=int, default=32000)
     throughput.add_argument("--batch-size", type=int, default=128)
@@ -266,8 +295,14 @@ def main():
     forwarded = sys.argv[1:]
     results = {}
     if args.command == "throughput":
+        precisions = args.precision.split(",")
         for backend in args.backends.split(","):
-            results[backend] = _child([*forwarded, "--child"], backend)
+            for precision in precisions:
+                name = backend if len(precisions) == 1 else f"{backend}/{precision}"
+                # The last --precision wins: the one this child measures.
+                child = _child([*forwarded, f"--precision={precision}", "--child"], backend)
+                results[name] = child
+                print(f"{name}: {json.dumps(child)}", file=sys.stderr, flush=True)
     else:
         for tree in args.tree or ["current=."]:
             name, _, path = tree.partition("=")
@@ -278,13 +313,23 @@ def main():
     keys = sorted({key for result in results.values() for key in result if key != "curve"})
     for key in keys:
         print(f"{key:28s} " + "  ".join(f"{name}={results[name].get(key)}" for name in results))
-    names = list(results)
-    if len(names) == 2:
-        first, second = (results[name] for name in names)
+    for first, second in _compared(list(results)):
         for key in keys:
-            a, b = first.get(key), second.get(key)
+            a, b = results[first].get(key), results[second].get(key)
             if isinstance(a, float) and isinstance(b, float) and a:
-                print(f"ratio {names[1]}/{names[0]} {key:28s} {b / a:.3f}")
+                print(f"ratio {second}/{first} {key:28s} {b / a:.3f}")
+
+
+def _compared(names):
+    """Pairs to print ratios for: each precision against its backend's first
+    ("jax/float32" against "jax/mixed_bfloat16"); with one run per backend,
+    the second backend against the first."""
+    if all("/" not in name for name in names):
+        return [tuple(names)] if len(names) == 2 else []
+    firsts = {}
+    for name in names:
+        firsts.setdefault(name.split("/")[0], name)
+    return [(firsts[name.split("/")[0]], name) for name in names if name not in firsts.values()]
 
 
 if __name__ == "__main__":

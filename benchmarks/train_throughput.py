@@ -13,6 +13,18 @@ Prints target tokens per second, peak RSS and the ratios ours/peer.
     python benchmarks/train_throughput.py --steps 5  # a quick look
     python benchmarks/train_throughput.py --repeats 3  # medians of 3 interleaved rounds
 
+    # ours in float32 and bfloat16, with and without XLA, peers left out:
+    python benchmarks/train_throughput.py --peers ours --precision float32,mixed_bfloat16 \
+        --xla on,off
+
+`--precision` (a comma list of Keras dtype policies) and `--xla` (TensorFlow
+only) apply to our model; the peers train in float32 with XLA. Each (backend, precision, XLA)
+is its own run, and the column `vs float32` is its tokens/s over our float32
+run of the same backend and XLA setting (paired by round); a line per backend
+then compares its fastest run of each precision with its fastest float32 run.
+The header names the CPU and its bf16 instructions (AVX512-BF16, AMX-BF16),
+which decide whether bfloat16 can pay.
+
 Step times on a shared CPU drift by about 10% from run to run. With
 `--repeats R` every peer runs R times, the rounds interleaved (each round in a
 rotated order), and the table gives each peer's median and its range; a
@@ -31,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import add_model_arguments, peak_rss_mib, print_table, report, run_worker  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
+PEERS = ("ours", "keras_hub", "torch_native")
 
 
 def parse_args(argv=None):
@@ -46,10 +59,20 @@ def parse_args(argv=None):
         help="rounds of every peer, interleaved; medians and paired ratios are reported",
     )
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma list of " + ",".join(PEERS))
+    parser.add_argument(
+        "--precision", default="float32", help="comma list of Keras dtype policies for ours"
+    )
+    parser.add_argument(
+        "--xla", default="on", help="'on', 'off' or 'on,off': jit_compile of ours on TensorFlow"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "BACKEND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1. Received: {args.repeats}")
+    unknown = set(args.peers.split(",")) - set(PEERS)
+    if unknown or set(args.xla.split(",")) - {"on", "off"}:
+        parser.error(f"Unknown --peers or --xla. Received: --peers={args.peers} --xla={args.xla}")
     return args
 
 
@@ -74,8 +97,8 @@ def build_ours(args):
         num_heads=args.num_heads,
         num_layers=args.num_layers,
     )
-    model = kt.build_transformer(config)
-    kt.compile_model(model, jit_compile=True)
+    model = kt.build_transformer(config, dtype=args.precision)
+    kt.compile_model(model, jit_compile=args.xla == "on")
     return model
 
 
@@ -144,6 +167,7 @@ def keras_worker(peer, args):
     _, seconds = fit(split, None)
     return {
         "backend": keras.backend.backend(),
+        "precision": model.dtype_policy.name,
         "parameters": model.count_params(),
         "compile_s": compile_seconds,
         "step_ms": 1000 * seconds / args.steps,
@@ -223,6 +247,39 @@ def torch_worker(args):
     }
 
 
+def cpu_description():
+    """The CPU's model name and which bf16 instructions it has, from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return "CPU unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
+    return f"{fields.get('model name', 'CPU unknown')}; bf16 flags: {', '.join(bf16) or 'none'}"
+
+
+def planned_runs(args):
+    """`(peer, backend, precision, xla)` of every run: ours in each precision and
+    XLA setting, the peers once each in float32. Only TensorFlow has a choice:
+    without XLA it runs a graph of oneDNN kernels; JAX without `jit` would run
+    op by op, and torch runs eagerly either way."""
+    peers = args.peers.split(",")
+    runs = []
+    for backend in args.backends.split(","):
+        if "ours" in peers:
+            xla_settings = args.xla.split(",") if backend == "tensorflow" else ["on"]
+            for precision in args.precision.split(","):
+                runs += [("ours", backend, precision, xla) for xla in xla_settings]
+        if "keras_hub" in peers:
+            runs.append(("keras_hub", backend, "float32", "on"))
+    if "torch_native" in peers:
+        runs.append(("torch_native", "torch", "float32", "off"))
+    return runs
+
+
 def median_result(results):
     """The run with the median tokens/s (the lower middle for an even count), with the range."""
     good = sorted((r for r in results if "error" not in r), key=lambda r: r["tokens_per_s"])
@@ -256,62 +313,93 @@ def main(argv=None):
     forwarded = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in vars(args).items()
-        if name not in ("worker", "backends", "repeats")
+        if name not in ("worker", "backends", "repeats", "peers", "precision", "xla")
     ]
-    backends = args.backends.split(",")
-    runs = [(peer, backend) for backend in backends for peer in ("ours", "keras_hub")]
-    runs.append(("torch_native", "torch"))
+    runs = planned_runs(args)
     samples = {run: [] for run in runs}
     for round_ in range(args.repeats):
         shift = round_ % len(runs)
-        for peer, backend in runs[shift:] + runs[:shift]:
-            print(
-                f"round {round_ + 1}/{args.repeats}: {peer} on {backend} ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            samples[peer, backend].append(
-                run_worker(__file__, [peer, backend, *forwarded], backend=backend)
+        for run in runs[shift:] + runs[:shift]:
+            peer, backend, precision, xla = run
+            what = f"{peer} on {backend}, {precision}, XLA {xla}"
+            print(f"round {round_ + 1}/{args.repeats}: {what} ...", file=sys.stderr, flush=True)
+            options = [f"--precision={precision}", f"--xla={xla}"]
+            samples[run].append(
+                run_worker(__file__, [peer, backend, *forwarded, *options], backend=backend)
             )
 
     # Rows keep the requested backend: the native worker reports "torch (native)".
-    rows = [{**median_result(samples[run]), "peer": run[0], "backend": run[1]} for run in runs]
-    ours = {row["backend"]: row for row in rows if row["peer"] == "ours" and "error" not in row}
-    fastest = max(ours.values(), key=lambda row: row["tokens_per_s"], default=None)
-    for row in rows:
-        if "error" in row or row["peer"] == "ours":
-            continue
-        mine = ours.get(row["backend"]) if row["peer"] == "keras_hub" else fastest
-        if mine:
-            theirs = samples[row["peer"], row["backend"]]
-            pairs = list(zip(samples["ours", mine["backend"]], theirs, strict=True))
-            row["ours_vs_peer_tokens"] = paired_median(pairs, "tokens_per_s")
-            row["ours_vs_peer_rss"] = paired_median(pairs, "peak_rss_mib")
+    rows = [
+        {**median_result(samples[run]), "peer": run[0], "backend": run[1], "precision": run[2],
+         "xla": "-" if run[1] == "torch" else run[3]}
+        for run in runs
+    ]  # fmt: skip
+    add_ratios(rows, runs, samples)
 
     print(
         f"\nTraining throughput: V={args.vocab_size} D={args.hidden_dim} F={args.intermediate_dim} "
         f"h={args.num_heads} L={args.num_layers}+{args.num_layers}, batch {args.batch_size} x "
         f"{args.length} tokens, {args.steps} timed steps, {args.repeats} round(s), "
-        f"{os.cpu_count()} CPU cores"
+        f"{os.cpu_count()} CPU cores\n{cpu_description()}"
     )
     print_table(
         rows,
         [
             ("peer", "peer"),
             ("backend", "backend"),
+            ("precision", "precision"),
+            ("xla", "XLA"),
             ("parameters", "params"),
             ("compile_s", "compile s"),
             ("step_ms", "ms/step"),
             ("tokens_per_s", "target tok/s"),
             ("tokens_range", "tok/s range"),
             ("peak_rss_mib", "peak RSS MiB"),
+            ("vs_float32_tokens", "vs float32"),
             ("ours_vs_peer_tokens", "ours/peer tok/s"),
             ("ours_vs_peer_rss", "ours/peer RSS"),
             ("error", "error"),
         ],
     )
-    if fastest:
-        print(f"\nour fastest backend: {fastest['backend']}; torch_native is compared with it.")
+    print_fastest(rows)
+
+
+def add_ratios(rows, runs, samples):
+    """`vs_float32_tokens` on our runs; `ours_vs_peer_*` on the peers' rows,
+    against our float32 run with XLA (keras-hub: the same backend; native
+    PyTorch: our fastest backend)."""
+    good = {run: row for run, row in zip(runs, rows, strict=True) if "error" not in row}
+    for run, row in good.items():
+        peer, backend, precision, xla = run
+        if peer == "ours" and precision != "float32" and (peer, backend, "float32", xla) in good:
+            pairs = zip(samples[run], samples[peer, backend, "float32", xla], strict=True)
+            row["vs_float32_tokens"] = paired_median(list(pairs), "tokens_per_s")
+    ours = {run[1]: run for run in good if run[0] == "ours" and run[2:] == ("float32", "on")}
+    fastest = max(ours.values(), key=lambda run: good[run]["tokens_per_s"], default=None)
+    for run, row in good.items():
+        mine = ours.get(run[1]) if run[0] == "keras_hub" else fastest
+        if run[0] != "ours" and mine:
+            pairs = list(zip(samples[mine], samples[run], strict=True))
+            row["ours_vs_peer_tokens"] = paired_median(pairs, "tokens_per_s")
+            row["ours_vs_peer_rss"] = paired_median(pairs, "peak_rss_mib")
+
+
+def print_fastest(rows):
+    """Per backend: the fastest run of each precision against the fastest float32 run."""
+    ours = [row for row in rows if row["peer"] == "ours" and "error" not in row]
+    for backend in dict.fromkeys(row["backend"] for row in ours):
+        best = {}
+        for row in (row for row in ours if row["backend"] == backend):
+            if row["tokens_per_s"] > best.get(row["precision"], {}).get("tokens_per_s", 0):
+                best[row["precision"]] = row
+        base = best.get("float32")
+        for precision, row in best.items():
+            if base and precision != "float32":
+                print(
+                    f"{backend}: fastest {precision} (XLA {row['xla']}) "
+                    f"{row['tokens_per_s'] / base['tokens_per_s']:.2f}x fastest float32 "
+                    f"(XLA {base['xla']})"
+                )
 
 
 if __name__ == "__main__":
