@@ -31,26 +31,16 @@ preset with the recipe of the README's Multi30k row (dropout 0.3, warmup
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import run_worker  # noqa: E402
+
+SCRIPT = os.path.abspath(__file__)
 TRAIN_RECIPE = dict(warmup_steps=800, learning_rate_scale=0.5, max_tokens=2048)
 BUCKETS = (16, 32, 64)
-
-
-def _child(args, backend, pythonpath=None):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True
-    )
-    sys.stderr.write(result.stderr[-3000:])
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        return {"error": f"exit {result.returncode}"}
-    return json.loads(lines[-1])
 
 
 def _device_name():
@@ -262,6 +252,7 @@ def _plot(results, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     throughput = commands.add_parser("throughput", help="training and decoding speed")
     throughput.add_argument("--backends", default="jax,torch")
@@ -284,10 +275,9 @@ def main():
     quality.add_argument("--test-size", type=int, default=None, help="test sentences scored")
     for command in (throughput, quality):
         command.add_argument("--out", default="runs/gpu_check", help="folder for JSON and PNG")
-        command.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:
+    if args.worker:
         work = measure_throughput if args.command == "throughput" else train_and_score
         print(json.dumps(work(args)))
         return
@@ -300,13 +290,17 @@ def main():
             for precision in precisions:
                 name = backend if len(precisions) == 1 else f"{backend}/{precision}"
                 # The last --precision wins: the one this child measures.
-                child = _child([*forwarded, f"--precision={precision}", "--child"], backend)
+                child = run_worker(
+                    os.path.abspath(__file__), [*forwarded, f"--precision={precision}"], backend
+                )
                 results[name] = child
                 print(f"{name}: {json.dumps(child)}", file=sys.stderr, flush=True)
     else:
         for tree in args.tree or ["current=."]:
             name, _, path = tree.partition("=")
-            results[name] = _child([*forwarded, "--child"], "jax", os.path.abspath(path))
+            results[name] = run_worker(
+                os.path.abspath(__file__), forwarded, "jax", pythonpath=os.path.abspath(path)
+            )
         _plot(results, os.path.join(args.out, "quality_curves.png"))
     with open(os.path.join(args.out, f"{args.command}.json"), "w") as file:
         json.dump(results, file, indent=1)

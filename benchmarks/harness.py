@@ -22,9 +22,15 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_worker(script, args, backend=None, timeout=3600):
-    """Runs `script --worker ARGS` under `backend`; returns the JSON it prints last."""
+def run_worker(script, args, backend=None, timeout=3600, pythonpath=None):
+    """Runs `script --worker ARGS` under `backend`; returns the JSON it prints last.
+
+    `pythonpath`, when given, comes first on the worker's import path (to
+    measure another copy of the library).
+    """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")])
     if backend:
         env["KERAS_BACKEND"] = backend
     result = subprocess.run(
