@@ -235,6 +235,24 @@ def test_keras_file_round_trip(model, batch, tmp_path):
     np.testing.assert_array_equal(to_numpy(restored(inputs(*batch))), logits)
 
 
+def test_keras_file_from_release_0_2_still_loads():
+    # Saved by keras-transformer 0.2.0 on JAX (tiny preset, vocab 48, seed 7), with the
+    # logits it gave for a fixed padded batch: layer renames or moved modules must not
+    # break files users already have.
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
+    expected = np.load(os.path.join(fixtures, "tiny_v0_2_logits.npz"))
+    restored = keras.saving.load_model(os.path.join(fixtures, "tiny_v0_2.keras"))
+    assert isinstance(restored, kt.Transformer)
+    logits = restored(
+        {
+            "encoder_token_ids": expected["encoder_token_ids"],
+            "decoder_token_ids": expected["decoder_token_ids"],
+        },
+        training=False,
+    )
+    np.testing.assert_allclose(to_numpy(logits), expected["logits"], atol=1e-5)
+
+
 SAVE_UNDER_OTHER_BACKEND = """
 import numpy as np, keras, keras_transformer as kt
 keras.utils.set_random_seed(7)
