@@ -27,8 +27,11 @@ Latency per request of 1, 8 and 64 sentences (text in, text out, tokenization
 included): p50 and p99 of `--repeats` calls after one first call per batch
 size (reported apart: it holds compilation). The C runtime's first request is
 measured in two fresh processes, with and without the warmup file replayed.
-Throughput: `--client-requests` requests of `--client-batch` sentences each,
-by one client, then split over 8 concurrent client threads on one session.
+Throughput: `--client-requests` requests of each `--client-batches` size
+(the latency loop's request of that size, compiled by then), by one client,
+then split over 8 concurrent client threads: pthreads on one session in the C
+runtime, Python threads on one `Translator` in process; throughput and
+per-request p50/p99 for each.
 
     python benchmarks/serving_latency.py [--repeats 5] [--peers translator,saved-model,c]
 """
@@ -86,7 +89,8 @@ static void *client(void *arg) {
   Client *c = arg;
   char **batch = calloc((size_t)c->batch, sizeof(char *));
   for (int i = 0; i < c->requests; i++) {
-    for (int j = 0; j < c->batch; j++) batch[j] = c->texts[(c->thread + i + j) % c->num_texts];
+    /* The latency loop's request of this size: its shapes are compiled by then. */
+    for (int j = 0; j < c->batch; j++) batch[j] = c->texts[j % c->num_texts];
     if (!timed(c->model, batch, c->batch, &c->seconds[i])) c->failures++;
   }
   free(batch);
@@ -94,11 +98,12 @@ static void *client(void *arg) {
 }
 
 /* bench [--library L]... [--warmup FILE] [--batches 1,8,64] [--repeats R]
- *       [--clients 1,8 --client-batch B --client-requests R] EXPORT_DIR < sentences
+ *       [--clients 1,8 --client-batches 1,8,64 --client-requests R] EXPORT_DIR < sentences
  * Warmup FILE: one request a line, its sentences separated by \x1f. */
 int main(int argc, char **argv) {
   const char *export_dir = NULL, *warmup = NULL, *batches = "1,8,64", *clients = "";
-  int repeats = 5, client_batch = 8, client_requests = 16, failures = 0;
+  const char *client_batches = "8";
+  int repeats = 5, client_requests = 16, failures = 0;
   TF_Status *status = TF_NewStatus();
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--library") == 0 && i + 1 < argc) {
@@ -111,7 +116,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc) batches = argv[++i];
     else if (strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) repeats = atoi(argv[++i]);
     else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) clients = argv[++i];
-    else if (strcmp(argv[i], "--client-batch") == 0 && i + 1 < argc) client_batch = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--client-batches") == 0 && i + 1 < argc)
+      client_batches = argv[++i];
     else if (strcmp(argv[i], "--client-requests") == 0 && i + 1 < argc)
       client_requests = atoi(argv[++i]);
     else export_dir = argv[i];
@@ -158,9 +164,19 @@ int main(int argc, char **argv) {
     free(request);
   }
   free(list);
+  int sizes[16], num_sizes = 0;
+  list = strdup(client_batches);
+  for (char *item = strtok(list, ","); item && num_sizes < 16; item = strtok(NULL, ","))
+    sizes[num_sizes++] = atoi(item);
+  free(list);
   list = strdup(clients);
-  for (char *item = strtok(list, ","); item; item = strtok(NULL, ",")) {
-    int n = atoi(item), each = client_requests / n;
+  int settings[16], num_settings = 0;
+  for (char *item = strtok(list, ","); item && num_settings < 16; item = strtok(NULL, ","))
+    settings[num_settings++] = atoi(item);
+  free(list);
+  for (int k = 0; k < num_sizes * num_settings; k++) {
+    int client_batch = sizes[k / num_settings], n = settings[k % num_settings];
+    int each = client_requests / n;
     Client *workers = calloc((size_t)n, sizeof(Client));
     pthread_t *ids = calloc((size_t)n, sizeof(pthread_t));
     began = now();
@@ -172,14 +188,14 @@ int main(int argc, char **argv) {
     for (int t = 0; t < n; t++) pthread_join(ids[t], NULL);
     printf("clients %d %d %d %.6f\n", n, client_batch, n * each, now() - began);
     for (int t = 0; t < n; t++) {
-      for (int i = 0; i < each; i++) printf("client_latency %d %.6f\n", n, workers[t].seconds[i]);
+      for (int i = 0; i < each; i++)
+        printf("client_latency %d %d %.6f\n", n, client_batch, workers[t].seconds[i]);
       failures += workers[t].failures;
       free(workers[t].seconds);
     }
     free(workers);
     free(ids);
   }
-  free(list);
   fflush(stdout);
   printf("failures %d\n", failures);
   return failures ? 1 : 0;
@@ -197,8 +213,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--peers", default="translator,saved-model,c", help="which peers (the Translator always)"
     )
-    parser.add_argument("--clients", default="1,8", help="concurrent clients (C runtime)")
-    parser.add_argument("--client-batch", type=int, default=8, help="sentences per client request")
+    parser.add_argument("--clients", default="1,8", help="concurrent clients on one model")
+    parser.add_argument("--client-batches", default="1,8,64", help="sentences per client request")
     parser.add_argument(
         "--client-requests", type=int, default=16, help="requests per clients setting, split"
     )
@@ -221,7 +237,7 @@ def sentences(args):
     """The same sentences for every peer: a request of B sentences is the first B."""
     import keras_transformer as kt
 
-    count = max(map(int, args.batches.split(",")))
+    count = max(map(int, f"{args.batches},{args.client_batches}".split(",")))
     return [source for source, _ in kt.data.number_words("test", "de", size=count, seed=0)]
 
 
@@ -283,7 +299,10 @@ def prepare_and_time_in_process(args, directory):
         name = "xla" if jit_compile else "portable"
         kt.export_saved_model(translator, os.path.join(directory, name), jit_compile=jit_compile)
         print(f"exported {name} in {time.perf_counter() - began:.1f}s", file=sys.stderr)
-    return latencies(translator.translate, args)
+    return {
+        "batches": latencies(translator.translate, args),
+        "clients": concurrent_clients(translator.translate, args),
+    }
 
 
 def time_saved_model(args, version_dir):
@@ -346,7 +365,7 @@ def compile_driver(directory):
 
 def run_driver(command, version_dir, texts, args, warmup=None, clients=""):
     options = ["--batches", args.batches, "--repeats", str(args.repeats), "--clients", clients]
-    options += ["--client-batch", str(args.client_batch)]
+    options += ["--client-batches", args.client_batches]
     options += ["--client-requests", str(args.client_requests)]
     if warmup:
         options += ["--warmup", warmup]
@@ -360,7 +379,7 @@ def run_driver(command, version_dir, texts, args, warmup=None, clients=""):
     )
     if result.returncode != 0:
         raise RuntimeError((result.stderr.strip().splitlines() or ["failed"])[-1][:300])
-    parsed = {"batches": {}, "clients": {}}
+    parsed = {"batches": {}, "clients": []}
     client_times = {}
     for line in result.stdout.splitlines():
         kind, *values = line.split()
@@ -374,17 +393,55 @@ def run_driver(command, version_dir, texts, args, warmup=None, clients=""):
                 entry["times"].append(float(values[1]))
         elif kind == "clients":
             n, batch, requests = (int(value) for value in values[:3])
-            wall = float(values[3])
-            parsed["clients"][str(n)] = {"requests": requests, "wall": wall,
-                                         "sentences_per_s": requests * batch / wall}  # fmt: skip
+            parsed["clients"].append({"clients": n, "batch": batch, "requests": requests,
+                                      "wall": float(values[3])})  # fmt: skip
         elif kind == "client_latency":
-            client_times.setdefault(values[0], []).append(float(values[1]))
+            client_times.setdefault((int(values[0]), int(values[1])), []).append(float(values[2]))
     parsed["batches"] = {
         size: summary(entry["first"], entry["times"]) for size, entry in parsed["batches"].items()
     }
-    for n, times in client_times.items():
-        parsed["clients"][n].update(p50=statistics.median(times), p99=percentile(times, 99))
+    for entry in parsed["clients"]:
+        entry.update(client_summary(client_times[entry["clients"], entry["batch"]], entry))
     return parsed
+
+
+def client_summary(times, entry):
+    """Throughput and per-request p50/p99 of one clients setting."""
+    return {
+        "sentences_per_s": entry["requests"] * entry["batch"] / entry["wall"],
+        "p50": statistics.median(times),
+        "p99": percentile(times, 99),
+    }
+
+
+def concurrent_clients(translate, args):
+    """`--clients` threads sharing `translate`, as the C driver's pthreads share one session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = sentences(args)
+    results = []
+    for batch in map(int, args.client_batches.split(",")):
+        for n in map(int, args.clients.split(",")):
+            each = args.client_requests // n
+
+            # The latency loop's request of this size, as in the C driver: compiled by then.
+            request = [texts[j % len(texts)] for j in range(batch)]
+
+            def client(thread, request=request, each=each):
+                times = []
+                for _ in range(each):
+                    began = time.perf_counter()
+                    translate(request)
+                    times.append(time.perf_counter() - began)
+                return times
+
+            began = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                times = [t for thread in pool.map(client, range(n)) for t in thread]
+            entry = {"clients": n, "batch": batch, "requests": n * each}
+            entry["wall"] = time.perf_counter() - began
+            results.append({**entry, **client_summary(times, entry)})
+    return results
 
 
 def time_c_runtime(args, directory):
@@ -434,6 +491,9 @@ def main():
         for label, (role, path, backend) in jobs.items():
             print(f"running {label} ...", file=sys.stderr, flush=True)
             results[label] = run_worker(script, [role, path, *forwarded], backend=backend)
+        translator_clients = results[TRANSLATOR].pop("clients", [])
+        if "batches" in results[TRANSLATOR]:
+            results[TRANSLATOR] = results[TRANSLATOR]["batches"]
         if "c" in peers:
             print("running the C runtime ...", file=sys.stderr, flush=True)
             c_results = run_worker(script, ["c", directory, *forwarded])
@@ -507,36 +567,47 @@ def main():
                 ("warm_ratio", "after warmup x p50"),
             ],
         )
-        print()
-        rows = []
-        for name, result in c_results.items():
-            one = result["clients"].get("1", {}).get("sentences_per_s")
-            for n, value in result["clients"].items():
-                rows.append(
-                    {
-                        "export": name,
-                        "clients": int(n),
-                        "requests": value["requests"],
-                        "throughput": value["sentences_per_s"],
-                        "p50": value["p50"] * 1000,
-                        "p99": value["p99"] * 1000,
-                        "ratio": ratio(value["sentences_per_s"], one),
-                    }
-                )
-        print(f"C runtime, clients on one session, {args.client_batch} sentences a request")
-        print_table(
-            rows,
-            [
-                ("export", "export"),
-                ("clients", "clients"),
-                ("requests", "requests"),
-                ("throughput", "sentences/s"),
-                ("p50", "p50 ms"),
-                ("p99", "p99 ms"),
-                ("ratio", "x 1 client"),
-            ],
-        )
-    print(json.dumps({"cpu": cpu_model(), "results": results, "c_runtime": c_results}))
+    clients = {TRANSLATOR: translator_clients}
+    for name, result in c_results.items() if "error" not in c_results else ():
+        clients[f"C runtime, {'XLA' if name == 'xla' else 'portable'}"] = result["clients"]
+    print_clients(clients, args)
+    print(json.dumps({"cpu": cpu_model(), "results": results, "c_runtime": c_results,
+                      "translator_clients": translator_clients}))  # fmt: skip
+
+
+def print_clients(clients, args):
+    """Concurrent clients on one model: throughput against one client and against the Translator."""
+    one = {(peer, e["batch"]): e for peer, entries in clients.items() for e in entries
+           if e["clients"] == 1}  # fmt: skip
+    rows = []
+    for peer, entries in clients.items():
+        for entry in entries:
+            same = [e for e in clients[TRANSLATOR] if (e["clients"], e["batch"]) ==
+                    (entry["clients"], entry["batch"])]  # fmt: skip
+            rows.append({
+                "peer": peer, "batch": entry["batch"], "clients": entry["clients"],
+                "requests": entry["requests"], "throughput": entry["sentences_per_s"],
+                "p50": entry["p50"] * 1000, "p99": entry["p99"] * 1000,
+                "ratio": ratio(entry["sentences_per_s"],
+                               one.get((peer, entry["batch"]), {}).get("sentences_per_s")),
+                "vs": ratio(entry["sentences_per_s"], same[0]["sentences_per_s"]) if same else None,
+            })  # fmt: skip
+    print()
+    print(f"Concurrent clients on one model, {args.client_requests} requests per setting")
+    print_table(
+        rows,
+        [
+            ("peer", "peer"),
+            ("batch", "sentences"),
+            ("clients", "clients"),
+            ("requests", "requests"),
+            ("throughput", "sentences/s"),
+            ("p50", "p50 ms"),
+            ("p99", "p99 ms"),
+            ("ratio", "x 1 client"),
+            ("vs", "x in-process"),
+        ],
+    )
 
 
 if __name__ == "__main__":

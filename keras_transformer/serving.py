@@ -16,7 +16,8 @@ from keras_transformer.decoding.translator import TextTranslator
 from keras_transformer.export import TOKENIZER_ASSET, versions
 from keras_transformer.tokenization import Tokenizer
 
-SERVE_TAG = "serve"
+# A script that imports TensorFlow and TensorFlow Text only: what the model server has.
+SESSION_CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_check.py")
 
 
 class SavedModelTranslator(TextTranslator):
@@ -28,23 +29,16 @@ class SavedModelTranslator(TextTranslator):
     """
 
     def __init__(self, path):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+        from keras_transformer import session_check
 
         self.path = path
         self.tokenizer = Tokenizer.load(os.path.join(path, "assets", TOKENIZER_ASSET))
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
-        with self._graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], path)
-        self.signatures = dict(meta_graph.signature_def)
+        self._session, self.signatures = session_check.load(path)
+        self._run = session_check.run
 
     def run(self, signature_name, **inputs):
         """Runs one signature by its MetaGraphDef tensor names: input name -> array."""
-        signature = self.signatures[signature_name]
-        feeds = {signature.inputs[name].name: value for name, value in inputs.items()}
-        fetches = {name: info.name for name, info in signature.outputs.items()}
-        return self._session.run(fetches, feeds)
+        return self._run(self._session, self.signatures[signature_name], inputs)
 
     def translate(self, texts, return_scores=False, progress=None, batch_size=64):
         texts = list(texts)
@@ -91,25 +85,6 @@ def load_translator(path):
     return SavedModelTranslator(path)
 
 
-# What the model server has: TensorFlow, TensorFlow Text, a session.
-CHECK = """
-import sys
-import tensorflow as tf
-import tensorflow_text  # registers the SentencePiece ops, as TF Serving links them
-
-texts = [text.encode("utf-8") for text in sys.argv[2:]]
-graph = tf.Graph()
-with tf.compat.v1.Session(graph=graph) as session:
-    with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], sys.argv[1])
-    signature = meta_graph.signature_def["serving_default"]
-    fetches = {name: info.name for name, info in signature.outputs.items()}
-    outputs = session.run(fetches, {signature.inputs["text"].name: texts})
-for text, translation, score in zip(sys.argv[2:], outputs["translation"], outputs["score"]):
-    print(f"  {text!r} -> {translation.decode('utf-8')!r} (score {score:.4f})")
-"""
-
-
 def check_export(directory, texts):
     """Runs `serving_default` on `texts` in a fresh process as TF Serving would; returns its lines.
 
@@ -118,7 +93,7 @@ def check_export(directory, texts):
     process's error when it fails.
     """
     result = subprocess.run(
-        [sys.executable, "-c", CHECK, os.path.abspath(directory), *texts],
+        [sys.executable, "-I", SESSION_CHECK, os.path.abspath(directory), *texts],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},

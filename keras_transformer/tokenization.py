@@ -4,8 +4,10 @@
 target vocabulary": `Tokenizer.train` learns one SentencePiece BPE model on
 source and target text together. The same model encodes text in Python
 (`encode`, `decode`), inside `tf.data` and inside the exported serving graph
-(`graph_tokenizer()`, TensorFlow Text's SentencePiece ops, which TF Serving
-links).
+(`graph_tokenizer()`: keras-hub's `SentencePieceTokenizer`, which runs
+TensorFlow Text's SentencePiece ops, which TF Serving links). The input
+pipeline encodes in Python: once per run, and about 4x faster than the graph
+ops on Multi30k's 58,000 sentences.
 
 This module is the only home of the special token ids; every other module
 imports them from here.
@@ -144,10 +146,10 @@ class Tokenizer:
             return cls(file.read())
 
     def graph_tokenizer(self):
-        """keras-hub's `SentencePieceTokenizer` on this model, for `tf.data` and graphs.
+        """keras-hub's `SentencePieceTokenizer` on this model: the exported graph's tokenizer.
 
         It runs TensorFlow Text's SentencePiece ops and returns the pieces'
-        ids without BOS/EOS.
+        ids without BOS/EOS; `export.py` puts it in the serving graph.
         """
         import keras_hub
 

@@ -28,7 +28,7 @@ from helpers import runs_once, to_numpy, train_briefly
 
 import keras_transformer as kt
 from keras_transformer import export as export_module
-from keras_transformer import serving
+from keras_transformer import serving, warmup
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -122,6 +122,21 @@ def test_tf_serving_session_translates_as_the_translator(
 def test_export_check_runs_in_a_session(exported):
     lines = serving.check_export(exported, ["one", ""])
     assert len(lines) == 2 and lines[1].startswith("  '' -> '' (score 0.0000)")
+
+
+@runs_once
+def test_the_export_check_imports_what_the_model_server_has_and_no_more():
+    # (`import tensorflow` itself loads `keras`, the Python package; no graph op comes from it.)
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "print(sorted(m for m in ('keras_hub', 'keras_transformer') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code, serving.SESSION_CHECK],
+        capture_output=True, text=True, env=QUIET, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "[]"
 
 
 # --- TensorFlow's C runtime: serving/translate.c --------------------------------------------
@@ -384,6 +399,55 @@ def test_the_model_config_example_is_a_model_server_config():
     assert list(model.model_version_policy.specific.versions) == [1, 2]
     assert dict(model.version_labels) == {"stable": 1, "canary": 2}
 
+
+def batching_parameters_class():
+    """TF Serving's `BatchingParameters` message (session_bundle_config.proto), declared here.
+
+    `tensorflow-serving-api` does not ship that proto, so its fields (names,
+    numbers and types as TF Serving declares them) are declared here to parse
+    the README's batching file with protobuf's own text-format parser.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="batching_parameters.proto", package="tensorflow.serving", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )  # fmt: skip
+    message = file.message_type.add(name="BatchingParameters")
+    types = descriptor_pb2.FieldDescriptorProto
+    wrapped = ["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"]
+    for number, name in enumerate(wrapped, start=1):
+        message.field.add(name=name, number=number, type=types.TYPE_MESSAGE,
+                          type_name=".google.protobuf.Int64Value", label=types.LABEL_OPTIONAL)  # fmt: skip
+    message.field.add(name="thread_pool_name", number=5, type=types.TYPE_MESSAGE,
+                      type_name=".google.protobuf.StringValue", label=types.LABEL_OPTIONAL)  # fmt: skip
+    message.field.add(name="allowed_batch_sizes", number=6, type=types.TYPE_INT64,
+                      label=types.LABEL_REPEATED)  # fmt: skip
+    message.field.add(name="pad_variable_length_inputs", number=7, type=types.TYPE_BOOL,
+                      label=types.LABEL_OPTIONAL)  # fmt: skip
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
+
+
+@runs_once
+def test_the_batching_example_is_batching_parameters_the_export_pads_to():
+    from google.protobuf import text_format
+
+    with open(os.path.join(REPOSITORY, "saved_models", "README.md"), encoding="utf-8") as file:
+        blocks = file.read().split("```")[1::2]
+    (example,) = [block for block in blocks if "allowed_batch_sizes" in block]
+    parameters = text_format.Parse(example, batching_parameters_class()())
+    sizes = list(parameters.allowed_batch_sizes)
+    # TF Serving's rules: increasing, the last equal to max_batch_size.
+    assert sizes == sorted(set(sizes)) and sizes[-1] == parameters.max_batch_size.value
+    # The export pads batches to powers of two: allowed sizes that are powers add no padding.
+    assert all(size & (size - 1) == 0 for size in sizes)
+    assert parameters.max_batch_size.value == max(warmup.WARMUP_BATCH_SIZES)
+    assert parameters.num_batch_threads.value >= 1
 
 @in_tensorflow_pass
 def test_saved_model_cli_lists_the_serving_signature(exported):
