@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
 
-.PHONY: all venv test lint demo bench clean
+.PHONY: all venv test lint wheel-check demo bench clean
 
 all: test
 
@@ -28,6 +28,10 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check keras_transformer tests benchmarks examples
+
+# The wheel, installed in a fresh environment outside the checkout, runs the command line.
+wheel-check: $(VENV)/.installed
+	PY=$(abspath $(PY)) .ci/check_wheel
 
 # The built-in number-words corpus, English -> German: train, score, export, check.
 DEMO_BACKEND ?= jax
