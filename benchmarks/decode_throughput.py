@@ -9,7 +9,7 @@ For each backend, in its own subprocess, on one batch of source sentences:
 - keras-hub: a model of the same size from `TokenAndPositionEmbedding`,
   `TransformerEncoder` and `TransformerDecoder` (its self- and cross-attention
   caches) decoded by `GreedySampler` / `BeamSampler(num_beams=4)`, compiled the
-  same way.
+  same way (`keras_hub_decoding.py`).
 
 Every peer generates exactly `--length` tokens (EOS is masked out of our
 searches; keras-hub's samplers are given no stop token), so the work is equal.
@@ -18,7 +18,10 @@ Compilation is timed apart; then the peers are timed round-robin, median of
 ratios. Our cached greedy search at 32, 64 and 128
 output tokens gives the time per generated token as the output grows.
 
-    python benchmarks/decode_throughput.py [--backends tensorflow,jax,torch]
+    python benchmarks/decode_throughput.py [--backends tensorflow,jax,torch] [--tree PATH]
+
+`--tree PATH` measures the `keras_transformer` of another checkout (an
+earlier commit, say) with this script, for a before/after comparison.
 """
 
 import argparse
@@ -30,6 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import add_model_arguments, print_table, report, run_worker  # noqa: E402
+from keras_hub_decoding import keras_hub_peer  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--sweep", default="32,64,128", help="output lengths for ours-greedy")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--tree", help="a checkout whose keras_transformer to measure instead")
     parser.add_argument("--worker", nargs=1, metavar="BACKEND", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -91,123 +96,22 @@ def ours(args, model, uncached=False, beam_size=1):
         logits = model.decode(prefix, cache["encoder_output"], cache["encoder_padding_mask"])
         return ops.take(logits, index, axis=1), {**cache, "prefix": prefix}
 
-    def search(encoder_token_ids, row_limits, max_length):
+    def search(encoder_token_ids, row_limits, max_decode_length):
         encoder_output, mask = model.encode(encoder_token_ids, training=False)
         batch = encoder_token_ids.shape[0]
         if uncached:
-            prefix = ops.zeros((batch, max_length + 1), dtype="int32")
-            cache = {"prefix": prefix, "encoder_output": encoder_output,
-                     "encoder_padding_mask": mask}  # fmt: skip
-            return greedy_search(without_eos(uncached_step), cache, batch, max_length)
-        cache = model.initialize_cache(encoder_output, mask, max_length, beam_size)
+            prefix = ops.zeros((batch, max_decode_length + 1), dtype="int32")
+            cache = dict(prefix=prefix, encoder_output=encoder_output, encoder_padding_mask=mask)
+            return greedy_search(without_eos(uncached_step), cache, batch, max_decode_length)
+        cache = model.initialize_cache(encoder_output, mask, max_decode_length, beam_size)
         step = without_eos(model.decode_step)
         if beam_size == 1:
-            return greedy_search(step, cache, batch, max_length)
+            return greedy_search(step, cache, batch, max_decode_length)
         return beam_search(
-            step, cache, batch, max_length, beam_size, 0.6, reorder_cache=model.reorder_cache
+            step, cache, batch, max_decode_length, beam_size, reorder_cache=model.reorder_cache
         )
 
     return search
-
-
-def keras_hub_peer(args, beam_size=1):
-    """A keras-hub encoder-decoder of the same size, decoded by its samplers."""
-    import keras
-    import keras_hub
-    from keras import ops
-
-    import keras_transformer as kt
-
-    max_positions = 1 + max(int(n) for n in args.sweep.split(",") + [args.length])
-    encoder_embedding = keras_hub.layers.TokenAndPositionEmbedding(
-        args.vocab_size, max(args.source_length, max_positions), args.hidden_dim
-    )
-    decoder_embedding = keras_hub.layers.TokenAndPositionEmbedding(
-        args.vocab_size, max_positions, args.hidden_dim
-    )
-    layer_args = dict(intermediate_dim=args.intermediate_dim, num_heads=args.num_heads)
-    encoders = [keras_hub.layers.TransformerEncoder(**layer_args) for _ in range(args.num_layers)]
-    decoders = [keras_hub.layers.TransformerDecoder(**layer_args) for _ in range(args.num_layers)]
-    projection = keras.layers.Dense(args.vocab_size)
-    head_dim = args.hidden_dim // args.num_heads
-
-    # Build every layer once, outside any compiled function.
-    source = ops.ones((1, args.source_length), "int32")
-    x = encoder_embedding(source)
-    for layer in encoders:
-        x = layer(x)
-    y = decoder_embedding(source)
-    for layer in decoders:
-        y = layer(y, x)
-    projection(y)
-    variables = [
-        v
-        for layer in [encoder_embedding, decoder_embedding, *encoders, *decoders, projection]
-        for v in layer.variables
-    ]
-    sampler = (
-        keras_hub.samplers.GreedySampler()
-        if beam_size == 1
-        else keras_hub.samplers.BeamSampler(num_beams=beam_size)
-    )
-
-    def search(encoder_token_ids, row_limits, max_length):
-        batch = encoder_token_ids.shape[0]
-        padding = ops.not_equal(encoder_token_ids, kt.PAD_ID)
-        encoded = encoder_embedding(encoder_token_ids)
-        for layer in encoders:
-            encoded = layer(encoded, padding_mask=padding)
-        total = max_length + 1
-        prompt = ops.concatenate(
-            [ops.full((batch, 1), kt.BOS_ID, "int32"), ops.zeros((batch, max_length), "int32")], 1
-        )
-        # Seed the caches: cross-attention keys/values once, from the encoder.
-        shape = (batch, 2, total, args.num_heads, head_dim)
-        cross_shape = (batch, 2, args.source_length, args.num_heads, head_dim)
-        y = decoder_embedding(prompt[:, :1])
-        self_caches, cross_caches = [], []
-        for layer in decoders:
-            y, self_cache, cross_cache = layer(
-                y, encoded, encoder_padding_mask=padding,
-                self_attention_cache=ops.zeros(shape), self_attention_cache_update_index=0,
-                cross_attention_cache=ops.zeros(cross_shape), cross_attention_cache_update_index=0,
-            )  # fmt: skip
-            self_caches.append(self_cache)
-            cross_caches.append(cross_cache)
-        cache = {"self": self_caches, "cross": cross_caches, "padding": padding,
-                 "encoded": encoded}  # fmt: skip
-
-        def next_token(prompt, cache, index):
-            y = decoder_embedding(
-                ops.slice(prompt, (0, index - 1), (ops.shape(prompt)[0], 1)), start_index=index - 1
-            )
-            new_self = []
-            for layer, self_cache, cross_cache in zip(
-                decoders, cache["self"], cache["cross"], strict=True
-            ):
-                y, self_cache, _ = layer(
-                    y, cache["encoded"], encoder_padding_mask=cache["padding"],
-                    self_attention_cache=self_cache, self_attention_cache_update_index=index - 1,
-                    cross_attention_cache=cross_cache, cross_attention_cache_update_index=None,
-                )  # fmt: skip
-                new_self.append(self_cache)
-            logits = projection(y)[:, 0, :]
-            return logits, None, {**cache, "self": new_self}
-
-        mask = ops.concatenate(
-            [ops.ones((batch, 1), "bool"), ops.zeros((batch, max_length), "bool")], 1
-        )
-        tokens = sampler(next_token, prompt, cache=cache, index=1, mask=mask)
-        return tokens, None
-
-    return search, _VariableHolder(variables)
-
-
-class _VariableHolder:
-    """What `compile_search` needs of a model: its variables."""
-
-    def __init__(self, variables):
-        self.variables = variables
 
 
 def worker(args):
@@ -223,11 +127,8 @@ def worker(args):
     source[:, -1] = kt.EOS_ID
     source = source.astype("int32")
     limits = np.full((args.batch_size,), 10**6, "int32")
-    config = kt.TransformerConfig(
-        vocab_size=args.vocab_size, hidden_dim=args.hidden_dim,
-        intermediate_dim=args.intermediate_dim, num_heads=args.num_heads,
-        num_layers=args.num_layers, max_length=1024,
-    )  # fmt: skip
+    sizes = ("vocab_size", "hidden_dim", "intermediate_dim", "num_heads", "num_layers")
+    config = kt.TransformerConfig(**{name: getattr(args, name) for name in sizes}, max_length=1024)
     model = kt.build_transformer(config)
     calls = {}
 
@@ -245,12 +146,18 @@ def worker(args):
             add("ours", ours(args, model), model, length, 1)
     rows = []
     for (peer, beam, length), (first, seconds) in timed_interleaved(calls, args.repeats).items():
-        rows.append({
-            "backend": keras.backend.backend(), "peer": peer, "beam": beam, "tokens": length,
-            "compile_s": max(first - seconds, 0.0), "seconds": seconds,
-            "sentences_per_s": args.batch_size / seconds,
-            "ms_per_token": 1000 * seconds / length,
-        })  # fmt: skip
+        rows.append(
+            {
+                "backend": keras.backend.backend(),
+                "peer": peer,
+                "beam": beam,
+                "tokens": length,
+                "compile_s": max(first - seconds, 0.0),
+                "seconds": seconds,
+                "sentences_per_s": args.batch_size / seconds,
+                "ms_per_token": 1000 * seconds / length,
+            }
+        )
     return {"rows": rows}
 
 
@@ -262,12 +169,13 @@ def main(argv=None):
     forwarded = [
         f"--{name.replace('_', '-')}={value}"
         for name, value in vars(args).items()
-        if name not in ("worker", "backends")
+        if name not in ("worker", "backends", "tree")
     ]
+    library = os.path.abspath(args.tree) if args.tree else None
     rows, ratios = [], []
     for backend in args.backends.split(","):
         print(f"decoding on {backend} ...", file=sys.stderr, flush=True)
-        result = run_worker(__file__, [backend, *forwarded], backend=backend)
+        result = run_worker(__file__, [backend, *forwarded], backend=backend, pythonpath=library)
         if "error" in result:
             rows.append({"backend": backend, "peer": "error: " + result["error"]})
             continue
@@ -276,37 +184,42 @@ def main(argv=None):
         n = args.length
         sweep = sorted(int(t) for t in args.sweep.split(","))
 
-        def ratio(a, b, by=by):
-            return by[a]["sentences_per_s"] / by[b]["sentences_per_s"]
+        def ratio(a, b, key="sentences_per_s", by=by):
+            return by[a][key] / by[b][key]
 
+        greedy, beam = ("ours", 1, n), ("ours", 4, n)
+        measures = [
+            ("ours beam 4 / keras-hub BeamSampler", beam, ("keras-hub", 4, n), ">= 2"),
+            ("ours greedy / keras-hub GreedySampler", greedy, ("keras-hub", 1, n), ""),
+            (f"cached / uncached greedy at {n} tokens", greedy, ("ours uncached", 1, n), ">= 3"),
+        ]
         ratios += [
-            {"backend": backend, "measure": "ours beam 4 / keras-hub BeamSampler",
-             "value": ratio(("ours", 4, n), ("keras-hub", 4, n)), "target": ">= 2"},
-            {"backend": backend, "measure": "ours greedy / keras-hub GreedySampler",
-             "value": ratio(("ours", 1, n), ("keras-hub", 1, n)), "target": ""},
-            {"backend": backend, "measure": f"cached / uncached greedy at {n} tokens",
-             "value": ratio(("ours", 1, n), ("ours uncached", 1, n)), "target": ">= 3"},
-            {"backend": backend,
-             "measure": f"ms/token at {sweep[-1]} / at {sweep[0]} tokens (greedy)",
-             "value": by[("ours", 1, sweep[-1])]["ms_per_token"]
-             / by[("ours", 1, sweep[0])]["ms_per_token"], "target": "<= 1.5"},
-        ]  # fmt: skip
+            dict(backend=backend, measure=measure, value=ratio(a, b), target=target)
+            for measure, a, b, target in measures
+        ]
+        longest, shortest = ("ours", 1, sweep[-1]), ("ours", 1, sweep[0])
+        measure = f"ms/token at {sweep[-1]} / at {sweep[0]} tokens (greedy)"
+        value = ratio(longest, shortest, "ms_per_token")
+        ratios.append(dict(backend=backend, measure=measure, value=value, target="<= 1.5"))
     print(
         f"\nDecoding: V={args.vocab_size} D={args.hidden_dim} L={args.num_layers}+"
         f"{args.num_layers}, {args.batch_size} sentences of {args.source_length} tokens, "
-        f"{os.cpu_count()} CPU cores"
+        f"{os.cpu_count()} CPU cores, keras_transformer of {library or 'this checkout'}"
     )
-    print_table(
-        rows,
-        [("backend", "backend"), ("peer", "peer"), ("beam", "beam"), ("tokens", "out tokens"),
-         ("compile_s", "compile s"), ("seconds", "s/batch"), ("sentences_per_s", "sent/s"),
-         ("ms_per_token", "ms/token")],
-    )  # fmt: skip
+    columns = {
+        "backend": "backend",
+        "peer": "peer",
+        "beam": "beam",
+        "tokens": "out tokens",
+        "compile_s": "compile s",
+        "seconds": "s/batch",
+        "sentences_per_s": "sent/s",
+        "ms_per_token": "ms/token",
+    }
+    print_table(rows, list(columns.items()))
     print()
-    print_table(
-        ratios, [("backend", "backend"), ("measure", "ratio"), ("value", "value"),
-                 ("target", "target")]
-    )  # fmt: skip
+    columns = {"backend": "backend", "measure": "ratio", "value": "value", "target": "target"}
+    print_table(ratios, list(columns.items()))
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ class TrainingConfig(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class DecodingConfig(_Record):
-    """Decoding (paper §6.1): beam 4, length penalty alpha 0.6, input length + 50."""
+    """Decoding (§6.1): beam 4 (1 is greedy), length penalty alpha 0.6 (GNMT), input length + 50."""
 
     beam_size: int = 4
     length_penalty: float = 0.6
@@ -249,10 +249,8 @@ class DecodingConfig(_Record):
 
     def __post_init__(self):
         self._check_positive("beam_size", "max_extra_length")
-        self._check(
-            self.length_penalty >= 0,
-            f"length_penalty must be >= 0. Received: length_penalty={self.length_penalty!r}",
-        )
+        value = self.length_penalty
+        self._check(value >= 0, f"length_penalty must be >= 0. Received: length_penalty={value!r}")
 
 
 def apply_overrides(configs, assignments):

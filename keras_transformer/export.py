@@ -165,7 +165,7 @@ def _serving_module(translator, tokenizer_asset, jit_compile):
 
     model = translator.model
     limit = model.config.max_length
-    extra = translator.max_extra_length
+    extra = translator.decoding_config.max_extra_length
 
     search = tf.function(translator.search_batch, jit_compile=jit_compile)
 

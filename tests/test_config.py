@@ -1,5 +1,6 @@
 import dataclasses
 import inspect
+import types
 
 import keras
 import pytest
@@ -54,10 +55,10 @@ def test_defaults_are_the_papers():
     assert kt.DecodingConfig() == kt.DecodingConfig(
         beam_size=4, length_penalty=0.6, max_extra_length=50
     )
-    translator = inspect.signature(kt.Translator).parameters
-    assert [translator[name].default for name in kt.DecodingConfig().to_dict()] == [4, 0.6, 50]
+    model_stand_in = types.SimpleNamespace(variables=[])
+    assert kt.Translator(model_stand_in, None).decoding_config == kt.DecodingConfig()
     search = inspect.signature(kt.decoding.search.beam_search).parameters
-    assert (search["beam_size"].default, search["alpha"].default) == (4, 0.6)
+    assert (search["beam_size"].default, search["length_penalty"].default) == (4, 0.6)
     # The built model: one shared embedding matrix, scaled by sqrt(d_model) (§3.4), and
     # fixed sinusoids of base 10000 (§3.5).
     model = kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=20))
@@ -78,6 +79,12 @@ def test_defaults_are_the_papers():
 def test_json_round_trip(cls):
     record = cls(vocab_size=123, num_layers=1) if cls is kt.TransformerConfig else cls()
     assert cls.from_json(record.to_json()) == record
+
+
+def test_a_decoding_config_written_before_still_loads():
+    # The "decoding" section of a work directory's config.json, as 0.2.0 wrote it.
+    stored = '{"beam_size": 2, "length_penalty": 1.0, "max_extra_length": 20}'
+    assert kt.DecodingConfig.from_json(stored) == kt.DecodingConfig(2, 1.0, 20)
 
 
 def test_frozen():

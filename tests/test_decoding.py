@@ -10,8 +10,9 @@ from helpers import to_numpy
 from keras import ops
 
 import keras_transformer as kt
-from keras_transformer.decoding import beam_search, greedy_search, length_penalty, tile_beams
-from keras_transformer.decoding.search import NEG_INF, _top_k
+from keras_transformer.decoding import beam_search, greedy_search, length_normalizer, tile_beams
+from keras_transformer.decoding.search import NEG_INF
+from keras_transformer.decoding.top_k import chunked_top_k
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
 
 # --- a fake model whose best sequence is known -------------------------------
@@ -57,10 +58,10 @@ def fake_cache(rows):
     return {"steps": ops.zeros((rows, 1), "float32")}
 
 
-def complete_hypotheses(max_length=4, transitions=TRANSITIONS):
+def complete_hypotheses(max_decode_length=4, transitions=TRANSITIONS):
     """Every sequence the Markov model ends with EOS, with its log-probability."""
     results = []
-    for length in range(1, max_length + 1):
+    for length in range(1, max_decode_length + 1):
         for tokens in itertools.product(range(VOCAB), repeat=length):
             if tokens[-1] != kt.EOS_ID or kt.EOS_ID in tokens[:-1]:
                 continue
@@ -92,15 +93,15 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def penalized(log_prob, length, alpha):
-    return log_prob / ((5 + length) / 6) ** alpha
+def penalized(log_prob, length, length_penalty):
+    return log_prob / ((5 + length) / 6) ** length_penalty
 
 
 def test_beam_search_finds_what_greedy_misses():
-    tokens, _ = greedy_search(markov_step, fake_cache(1), 1, 4, alpha=0.0)
+    tokens, _ = greedy_search(markov_step, fake_cache(1), 1, 4, length_penalty=0.0)
     assert strip(tokens[0]) == [A, C, kt.EOS_ID]
     sequences, scores = beam_search(
-        markov_step, tile_beams(fake_cache(1), 4), 1, 4, beam_size=4, alpha=0.0
+        markov_step, tile_beams(fake_cache(1), 4), 1, 4, beam_size=4, length_penalty=0.0
     )
     assert strip(sequences[0, 0]) == [B, kt.EOS_ID]
     np.testing.assert_allclose(to_numpy(scores)[0, 0], math.log(0.4), rtol=1e-5)
@@ -122,29 +123,31 @@ def test_finished_candidates_do_not_starve_live_beams():
     }
 
     sequences, _ = beam_search(
-        markov(transitions), tile_beams(fake_cache(1), 2), 1, 4, beam_size=2, alpha=0.0
+        markov(transitions), tile_beams(fake_cache(1), 2), 1, 4, beam_size=2, length_penalty=0.0
     )
     best_two = sorted(complete_hypotheses(4, transitions), key=lambda h: -h[1])[:2]
     assert [strip(s) for s in sequences[0]] == [h[0] for h in best_two]
     assert best_two[1][0] == [B, kt.EOS_ID]
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6, 6.0])
-def test_length_penalty_ranks_as_the_formula_says(alpha):
-    expected = max(complete_hypotheses(), key=lambda h: h[1] / ((5 + len(h[0])) / 6) ** alpha)
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6, 6.0])
+def test_length_penalty_ranks_as_the_formula_says(length_penalty):
+    expected = max(
+        complete_hypotheses(), key=lambda h: h[1] / ((5 + len(h[0])) / 6) ** length_penalty
+    )
     sequences, scores = beam_search(
-        markov_step, tile_beams(fake_cache(2), 4), 2, 4, beam_size=4, alpha=alpha
+        markov_step, tile_beams(fake_cache(2), 4), 2, 4, beam_size=4, length_penalty=length_penalty
     )
     for row in range(2):
         assert strip(sequences[row, 0]) == expected[0]
         np.testing.assert_allclose(
             to_numpy(scores)[row, 0],
-            expected[1] / float(to_numpy(length_penalty(len(expected[0]), alpha))),
+            expected[1] / float(to_numpy(length_normalizer(len(expected[0]), length_penalty))),
             rtol=1e-5,
         )
         assert (np.diff(to_numpy(scores)[row]) <= 1e-6).all(), "best first"
     # The short hypothesis wins without a penalty, the long one with a strong penalty.
-    assert (len(expected[0]) == 2) == (alpha < 1)
+    assert (len(expected[0]) == 2) == (length_penalty < 1)
 
 
 @pytest.mark.parametrize("length", [5000, 8192])
@@ -153,7 +156,7 @@ def test_top_k_by_chunks_equals_a_full_sort(length):
     rows = np.random.RandomState(length).randn(3, length).astype("float32")
     rows[1, 1000:1008] = 10.0 + np.arange(8)  # the whole top 8 in one chunk
     rows[2, ::640] = 5.0 + np.arange(0, length, 640) / length  # each in a chunk of its own
-    values, indices = _top_k(ops.convert_to_tensor(rows), 8)
+    values, indices = chunked_top_k(ops.convert_to_tensor(rows), 8)
     expected = np.argsort(-rows, axis=1, kind="stable")[:, :8]
     np.testing.assert_array_equal(to_numpy(indices), expected)
     np.testing.assert_array_equal(to_numpy(values), np.take_along_axis(rows, expected, axis=1))
@@ -164,7 +167,7 @@ def test_early_stop_bounds_a_live_beam_by_the_penalty_at_the_length_limit():
 
     After two steps [EOS] and [B, EOS] fill both slots, and the log-probability
     of the live [A, C], ln 0.3, lies below both their scores; yet with
-    alpha = 2 the longer [A, C, D, EOS] wins, which only log p / lp(limit)
+    length_penalty = 2 the longer [A, C, D, EOS] wins, which only log p / lp(limit)
     of the live beam shows.
     """
     transitions = {
@@ -178,12 +181,12 @@ def test_early_stop_bounds_a_live_beam_by_the_penalty_at_the_length_limit():
     hypotheses = complete_hypotheses(5, transitions)
     expected = max(hypotheses, key=lambda h: penalized(h[1], len(h[0]), 2.0))
     assert expected[0] == [A, C, D, kt.EOS_ID] != max(hypotheses, key=lambda h: h[1])[0]
-    # At the model's max_length, and at a sentence's own, shorter limit.
-    for max_length, row_limits in [(5, None), (7, np.array([5], "int32"))]:
+    # At the search's max_decode_length, and at a sentence's own, shorter limit.
+    step, cache = markov(transitions), tile_beams(fake_cache(1), 2)
+    for max_decode_length, limits in [(5, None), (7, np.array([5], "int32"))]:
         sequences, scores = beam_search(
-            markov(transitions), tile_beams(fake_cache(1), 2), 1, max_length,
-            beam_size=2, alpha=2.0, row_limits=row_limits,
-        )  # fmt: skip
+            step, cache, 1, max_decode_length, beam_size=2, length_penalty=2.0, row_limits=limits
+        )
         assert strip(sequences[0, 0]) == expected[0]
         np.testing.assert_allclose(
             to_numpy(scores)[0, 0], penalized(expected[1], 4, 2.0), rtol=1e-5
@@ -205,10 +208,9 @@ def test_hypotheses_cut_at_the_limit_rank_below_those_ending_in_eos():
     # With no hypothesis that ends, the cut ones come back, best first, each
     # cut at its sentence's limit.
     never_ends = {kt.BOS_ID: {A: 0.6, B: 0.4}, A: {A: 1.0}, B: {B: 1.0}}
-    sequences, scores = beam_search(
-        markov(never_ends, floor=NEG_INF), tile_beams(fake_cache(2), 2), 2, 4, beam_size=2,
-        row_limits=np.array([2, 4], "int32"),
-    )  # fmt: skip
+    step, cache = markov(never_ends, floor=NEG_INF), tile_beams(fake_cache(2), 2)
+    limits = np.array([2, 4], "int32")
+    sequences, scores = beam_search(step, cache, 2, 4, beam_size=2, row_limits=limits)
     for row, limit in enumerate([2, 4]):
         assert [strip(s) for s in sequences[row]] == [[A] * limit, [B] * limit]
         expected = [penalized(math.log(p), limit, 0.6) for p in (0.6, 0.4)]
@@ -234,11 +236,16 @@ def history_step(token_ids, cache, index):
 
 def test_beam_scores_equal_teacher_forced_rescoring_with_a_history():
     """Each beam's cache follows its parent: wrong parents give wrong histories and scores."""
-    batch_size, alpha = 6, 0.6
+    batch_size, length_penalty = 6, 0.6
     # Sentence b's history starts at b, so each sentence searches differently.
     cache = {"history": ops.arange(batch_size, dtype="int32")}
     sequences, scores = beam_search(
-        history_step, tile_beams(cache, 4), batch_size, 8, beam_size=4, alpha=alpha
+        history_step,
+        tile_beams(cache, 4),
+        batch_size,
+        8,
+        beam_size=4,
+        length_penalty=length_penalty,
     )
     for row in range(batch_size):
         for sequence, score in zip(to_numpy(sequences)[row], to_numpy(scores)[row], strict=True):
@@ -253,9 +260,11 @@ def test_beam_scores_equal_teacher_forced_rescoring_with_a_history():
                 )
                 log_prob += log_softmax(to_numpy(logits))[0, token]
             np.testing.assert_allclose(
-                score, penalized(log_prob, len(tokens), alpha), rtol=1e-5,
+                score,
+                penalized(log_prob, len(tokens), length_penalty),
+                rtol=1e-5,
                 err_msg=f"sentence {row}, hypothesis {tokens}",
-            )  # fmt: skip
+            )
 
 
 # --- a fake model that copies its source -------------------------------------
@@ -287,6 +296,24 @@ class CopyModel:
         token = ops.take(cache["source"], index, axis=1)
         token = ops.where(ops.equal(token, kt.PAD_ID), kt.UNK_ID, token)
         return 10.0 * ops.one_hot(token, VOCAB), cache
+
+
+def test_translator_takes_a_decoding_config_and_its_validation():
+    """Keyword overrides go through `DecodingConfig`, which alone checks them."""
+    model, config = CopyModel(), kt.DecodingConfig(beam_size=2, max_extra_length=8)
+    translator = kt.Translator(model, None, config, length_penalty=1.0)
+    assert translator.decoding_config == kt.DecodingConfig(2, 1.0, 8)
+    assert kt.Translator(model, None).decoding_config == kt.DecodingConfig()
+    with pytest.raises(ValueError, match="beam_size must be a positive integer.*beam_size=0"):
+        kt.Translator(model, None, beam_size=0)
+    with pytest.raises(ValueError, match="length_penalty must be >= 0.*length_penalty=-1.0"):
+        kt.Translator(model, None, config, length_penalty=-1.0)
+    with pytest.raises(ValueError, match=r"Unknown DecodingConfig field\(s\): \['beam'\]"):
+        kt.Translator(model, None, beam=2)
+    with pytest.raises(TypeError, match="decoding_config must be a DecodingConfig.*=4"):
+        kt.Translator(model, None, 4)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer.*0"):
+        kt.Translator(model, None, batch_size=0)
 
 
 @pytest.mark.parametrize("beam_size", [1, 2])
@@ -339,16 +366,18 @@ def source_batch(tokenizer, corpus, count):
     return batch
 
 
-def prepared(model, source, max_length, beam_size=1):
+def prepared(model, source, max_decode_length, beam_size=1):
     encoder_output, mask = model.encode(source)
-    return model.initialize_cache(encoder_output, mask, max_length, beam_size)
+    return model.initialize_cache(encoder_output, mask, max_decode_length, beam_size)
 
 
 def test_beam_size_one_equals_greedy(model, tokenizer, corpus):
     source = source_batch(tokenizer, corpus, 4)
-    greedy, _ = greedy_search(model.decode_step, prepared(model, source, 12), 4, 12, alpha=0.0)
+    greedy, _ = greedy_search(
+        model.decode_step, prepared(model, source, 12), 4, 12, length_penalty=0.0
+    )
     beam, _ = beam_search(
-        model.decode_step, prepared(model, source, 12), 4, 12, beam_size=1, alpha=0.0
+        model.decode_step, prepared(model, source, 12), 4, 12, beam_size=1, length_penalty=0.0
     )
     np.testing.assert_array_equal(to_numpy(beam)[:, 0], to_numpy(greedy))
 
@@ -366,7 +395,9 @@ def teacher_forced_log_probs(model, source, hypotheses):
 
 def test_cached_greedy_equals_the_full_decoder_on_each_prefix(model, tokenizer, corpus):
     source = source_batch(tokenizer, corpus, 3)
-    tokens, _ = greedy_search(model.decode_step, prepared(model, source, 10), 3, 10, alpha=0.0)
+    tokens, _ = greedy_search(
+        model.decode_step, prepared(model, source, 10), 3, 10, length_penalty=0.0
+    )
     tokens = to_numpy(tokens)
     decoder_inputs = np.concatenate([np.full((3, 1), kt.BOS_ID, "int32"), tokens[:, :-1]], 1)
     logits = to_numpy(model({ENCODER_INPUT: source, DECODER_INPUT: decoder_inputs}))
@@ -380,9 +411,14 @@ def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
     """Wrong cache reordering between beams would break this."""
     source = source_batch(tokenizer, corpus, 3)
     sequences, scores = beam_search(
-        model.decode_step, prepared(model, source, 10, 4), 3, 10, beam_size=4, alpha=0.6,
+        model.decode_step,
+        prepared(model, source, 10, 4),
+        3,
+        10,
+        beam_size=4,
+        length_penalty=0.6,
         reorder_cache=model.reorder_cache,
-    )  # fmt: skip
+    )
     sequences, scores = to_numpy(sequences), to_numpy(scores)
     for row in range(3):
         log_probs, lengths = teacher_forced_log_probs(

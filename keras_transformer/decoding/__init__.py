@@ -3,9 +3,9 @@
 from keras_transformer.decoding.search import (
     beam_search,
     greedy_search,
-    length_penalty,
+    length_normalizer,
     tile_beams,
 )
 from keras_transformer.decoding.translator import Translator
 
-__all__ = ["Translator", "beam_search", "greedy_search", "length_penalty", "tile_beams"]
+__all__ = ["Translator", "beam_search", "greedy_search", "length_normalizer", "tile_beams"]

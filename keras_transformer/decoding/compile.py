@@ -8,7 +8,9 @@ import keras
 
 
 def compile_search(fn, model, jit_compile=True):
-    """Compiles `fn(encoder_token_ids, row_limits, max_length)`; `max_length` is a Python int.
+    """Compiles `fn(encoder_token_ids, row_limits, max_decode_length)`.
+
+    `max_decode_length` is a Python int: one program per value.
 
     - TensorFlow: `tf.function(jit_compile=True)`, one XLA program per shape
       (`jit_compile=False`: a plain graph, quicker to build, slower to run).
@@ -27,20 +29,20 @@ def compile_search(fn, model, jit_compile=True):
 
         variables = model.variables
 
-        def stateless(values, encoder_token_ids, row_limits, max_length):
+        def stateless(values, encoder_token_ids, row_limits, max_decode_length):
             with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-                return fn(encoder_token_ids, row_limits, max_length)
+                return fn(encoder_token_ids, row_limits, max_decode_length)
 
         jitted = jax.jit(stateless, static_argnums=3)
-        return lambda encoder_token_ids, row_limits, max_length: jitted(
-            [v.value for v in variables], encoder_token_ids, row_limits, max_length
+        return lambda encoder_token_ids, row_limits, max_decode_length: jitted(
+            [v.value for v in variables], encoder_token_ids, row_limits, max_decode_length
         )
     if backend == "torch":
         import torch
 
-        def eager(encoder_token_ids, row_limits, max_length):
+        def eager(encoder_token_ids, row_limits, max_decode_length):
             with torch.no_grad():
-                return fn(encoder_token_ids, row_limits, max_length)
+                return fn(encoder_token_ids, row_limits, max_decode_length)
 
         return eager
     raise ValueError(f"Unsupported Keras backend: {backend}")

@@ -77,44 +77,45 @@ class Translator(TextTranslator):
     Args:
         model: a `Transformer`.
         tokenizer: its `Tokenizer`.
-        beam_size: int. K, 4 in the paper.
-        length_penalty: float. alpha, 0.6 in the paper.
-        max_extra_length: int. Output length limit: input length + 50 (§6.1),
-            capped at the model's `max_length`.
+        decoding_config: a `DecodingConfig`: beam size, length penalty and
+            `max_extra_length`. Default: the paper's, `DecodingConfig()`.
         batch_size: int. Sentences per search, at most.
         jit_compile: bool. XLA on TensorFlow (JAX always compiles; PyTorch
             runs eagerly). False builds faster, which suits a few sentences.
+        **overrides: `DecodingConfig` fields that replace those of
+            `decoding_config`, validated by it.
+
+    Example:
+
+        translator = Translator(model, tokenizer, beam_size=4, length_penalty=0.6)
+        translator.translate(["Ein Hund rennt."])
     """
 
     def __init__(
         self,
         model,
         tokenizer,
-        beam_size=4,
-        length_penalty=0.6,
-        max_extra_length=50,
+        decoding_config=None,
+        *,
         batch_size=64,
         jit_compile=True,
+        **overrides,
     ):
-        if beam_size < 1 or max_extra_length < 1 or batch_size < 1:
-            raise ValueError(
-                "beam_size, max_extra_length and batch_size must be positive. Received: "
-                f"beam_size={beam_size}, max_extra_length={max_extra_length}, "
-                f"batch_size={batch_size}"
+        decoding_config = DecodingConfig() if decoding_config is None else decoding_config
+        if not isinstance(decoding_config, DecodingConfig):
+            raise TypeError(
+                "decoding_config must be a DecodingConfig; pass beam_size and the other "
+                f"fields by keyword. Received: decoding_config={decoding_config!r}"
             )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
         self.model = model
         self.tokenizer = tokenizer
-        self.beam_size = beam_size
-        self.length_penalty = length_penalty
-        self.max_extra_length = max_extra_length
+        self.decoding_config = decoding_config.replace(**overrides)
         self.batch_size = batch_size
         self._search = compile_search(self.search_batch, model, jit_compile)
 
-    @property
-    def decoding_config(self):
-        return DecodingConfig(self.beam_size, self.length_penalty, self.max_extra_length)
-
-    def search_batch(self, encoder_token_ids, row_limits, max_length):
+    def search_batch(self, encoder_token_ids, row_limits, max_decode_length):
         """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy).
 
         Uncompiled `keras.ops`; `translate_ids` runs it compiled, and the
@@ -123,27 +124,28 @@ class Translator(TextTranslator):
         whatever `row_limits` says, so that it ends at the first step and
         never keeps the search running for the real sentences.
         """
-        model = self.model
+        model, beam_size = self.model, self.decoding_config.beam_size
+        length_penalty = self.decoding_config.length_penalty
         batch_size = ops.shape(encoder_token_ids)[0]
         # (B, S) -> (B,)
         empty = ops.logical_not(ops.any(ops.not_equal(encoder_token_ids, PAD_ID), axis=1))
         row_limits = ops.where(empty, 1, row_limits)
         encoder_output, encoder_padding_mask = model.encode(encoder_token_ids, training=False)
         cache = model.initialize_cache(
-            encoder_output, encoder_padding_mask, max_length, self.beam_size
+            encoder_output, encoder_padding_mask, max_decode_length, beam_size
         )
-        if self.beam_size == 1:
+        if beam_size == 1:
             tokens, scores = greedy_search(
-                model.decode_step, cache, batch_size, max_length, self.length_penalty, row_limits
+                model.decode_step, cache, batch_size, max_decode_length, length_penalty, row_limits
             )
             return tokens[:, None, :], scores[:, None]
         return beam_search(
             model.decode_step,
             cache,
             batch_size,
-            max_length,
-            self.beam_size,
-            self.length_penalty,
+            max_decode_length,
+            beam_size,
+            length_penalty,
             row_limits,
             reorder_cache=model.reorder_cache,
         )
@@ -165,12 +167,12 @@ class Translator(TextTranslator):
     def translate_ids(self, source_ids):
         """Searches one padded `(B, S)` batch: returns `(B, K, T)` ids and `(B, K)` scores."""
         source_ids = np.asarray(source_ids, dtype="int32")
-        limit = self.model.config.max_length
+        limit, extra = self.model.config.max_length, self.decoding_config.max_extra_length
         # Each sentence: its input length + max_extra_length (§6.1). The buffer
         # follows the padded length, so one compiled search serves a bucket.
-        row_limits = np.minimum((source_ids != PAD_ID).sum(axis=1) + self.max_extra_length, limit)
-        max_length = min(source_ids.shape[1] + self.max_extra_length, limit)
-        sequences, scores = self._search(source_ids, row_limits.astype("int32"), max_length)
+        row_limits = np.minimum((source_ids != PAD_ID).sum(axis=1) + extra, limit)
+        max_decode_length = min(source_ids.shape[1] + extra, limit)
+        sequences, scores = self._search(source_ids, row_limits.astype("int32"), max_decode_length)
         return keras.ops.convert_to_numpy(sequences), keras.ops.convert_to_numpy(scores)
 
     def translate(self, texts, return_scores=False, progress=None):
