@@ -195,47 +195,41 @@ def rescore(args, name, run, directory, result):
 
 
 def train_ours(args, task, run, directory):
-    from keras_transformer import Tokenizer
-    from keras_transformer import workdir as workdirs
+    from keras_transformer import Tokenizer, workdir
     from keras_transformer.decoding import Translator
-    from keras_transformer.training import (
-        average_checkpoints,
-        checkpoints,
-        minutes_logged,
-        train,
-    )
+    from keras_transformer.run import average_checkpoints, minutes_logged, train
 
     train_pairs, valid_pairs = read_split(args, task, "train"), read_split(args, task, "valid")
     test_pairs = read_split(args, task, task.test)[: args.test_size]
-    workdir = os.path.join(directory, "workdir")
+    work = os.path.join(directory, "workdir")
     recipe = settings(args, run)
     # An unfinished `--steps` run kept by `main` resumes from its last checkpoint
     # with its own tokenizer and config (`main` checked they are this recipe's).
-    found = checkpoints(workdir)
+    found = workdir.checkpoints(work)
     resumed_at = found[-1][0] if found else None
     if resumed_at is None:
-        if os.path.isdir(workdir):
-            shutil.rmtree(workdir)  # stopped before its first checkpoint
+        if os.path.isdir(work):
+            shutil.rmtree(work)  # stopped before its first checkpoint
         tokenizer = Tokenizer.train(
             [text for pair in train_pairs for text in pair], args.vocab_size
         )
         configs = recipe_configs(args.preset, tokenizer.vocab_size, recipe)
-        workdirs.write_config(workdir, configs)
-        tokenizer.save(workdirs.path(workdir, workdirs.TOKENIZER))
+        workdir.write_config(work, configs)
+        tokenizer.save(workdir.path(work, workdir.TOKENIZER))
     else:
-        tokenizer = Tokenizer.load(workdirs.path(workdir, workdirs.TOKENIZER))
-        configs = workdirs.read_config(workdir)
+        tokenizer = Tokenizer.load(workdir.path(work, workdir.TOKENIZER))
+        configs = workdir.read_config(work)
     save_result(directory, {"measured_with": measured_with(args, run), "settings": recipe},
                 UNFINISHED)  # fmt: skip
-    minutes_before = minutes_logged(workdir)  # 0.0 for a fresh run
+    minutes_before = minutes_logged(work)  # 0.0 for a fresh run
     began = time.monotonic()
     model = train(
-        workdir, tokenizer, train_pairs, valid_pairs, max_steps=args.steps,
+        work, tokenizer, train_pairs, valid_pairs, max_steps=args.steps,
         time_budget=None if args.steps else args.budget,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.average_last,
     )  # fmt: skip
     minutes = minutes_before + (time.monotonic() - began) / 60
-    found = checkpoints(workdir)
+    found = workdir.checkpoints(work)
     result = {
         "steps": found[-1][0],
         "train_minutes": minutes,
@@ -267,7 +261,7 @@ def train_ours(args, task, run, directory):
         scored["averaged, greedy"] = scored_as("averaged-greedy", 1)
     result.update(scored.pop("averaged, beam 4"))
     result["variants"] = scored
-    logs = workdirs.path(workdir, workdirs.LOGS)
+    logs = workdir.path(work, workdir.LOGS)
     shutil.copy(os.path.join(logs, "learning_curve.png"), directory)
     shutil.copy(os.path.join(logs, "history.csv"), directory)
     return result

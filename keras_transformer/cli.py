@@ -14,7 +14,6 @@ number-words:de` (fr, es) uses the built-in corpus instead of files.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -123,217 +122,6 @@ def decoding_arguments(sub):
     sub.add_argument("--batch-size", type=int, default=64)
 
 
-# --- commands -------------------------------------------------------------------
-
-
-def presets(args):
-    from keras_transformer.config import PRESETS, TransformerConfig
-
-    configs = {name: TransformerConfig.preset(name, args.vocab_size).to_dict() for name in PRESETS}
-    print(json.dumps(configs, indent=2))
-
-
-def built_in(corpus, split, size):
-    from keras_transformer.data import number_words
-
-    name, _, lang = corpus.partition(":")
-    if name != "number-words":
-        raise ValueError(f"Unknown corpus {corpus!r}; the built-in one is number-words:de|fr|es")
-    return number_words(split, target_lang=lang or "de", size=size)
-
-
-def read_pairs(args, src, tgt, tsv=None, corpus=None, split="train", size=None):
-    from keras_transformer.data import read_parallel, read_tsv
-
-    given = [bool(getattr(args, src, None) or getattr(args, tgt, None)), bool(tsv), bool(corpus)]
-    if sum(given) > 1:
-        raise ValueError(f"Give one of --{src}/--{tgt}, --tsv or --corpus, not several")
-    if corpus:
-        return built_in(corpus, split, size)
-    if tsv:
-        return read_tsv(tsv)
-    source, target = getattr(args, src, None), getattr(args, tgt, None)
-    if source and target:
-        return read_parallel(source, target)
-    if source or target:
-        raise ValueError(f"--{src} and --{tgt} go together")
-    return None
-
-
-def train(args):
-    from keras_transformer import workdir as workdirs
-    from keras_transformer.config import (
-        DecodingConfig,
-        TrainingConfig,
-        TransformerConfig,
-        apply_overrides,
-        differences,
-    )
-    from keras_transformer.tokenization import Tokenizer
-    from keras_transformer.training import average_checkpoints_in, train
-
-    pairs = read_pairs(args, "src", "tgt", args.tsv, args.corpus, "train", args.train_size)
-    if pairs is None:
-        raise ValueError("No training data: give --src and --tgt, --tsv or --corpus")
-    valid = read_pairs(args, "valid_src", "valid_tgt", args.valid_tsv)
-    if valid is None and args.corpus:
-        valid = built_in(args.corpus, "valid", 500)
-
-    if any(item.partition("=")[0].strip().endswith("vocab_size") for item in args.set):
-        raise ValueError("Set the vocabulary with --vocab-size, not --set vocab_size=...")
-    tokenizer_path = workdirs.path(args.workdir, workdirs.TOKENIZER)
-    existing = os.path.isfile(tokenizer_path)
-    tokenizer = (
-        Tokenizer.load(tokenizer_path)
-        if existing
-        else Tokenizer.train([text for pair in pairs for text in pair], args.vocab_size)
-    )
-    configs = {
-        "model": TransformerConfig.preset(args.preset, tokenizer.vocab_size),
-        "training": TrainingConfig(),
-        "decoding": DecodingConfig(),
-    }
-    configs = apply_overrides(configs, args.set)
-    if os.path.isfile(workdirs.path(args.workdir, workdirs.CONFIG)):
-        stored = workdirs.read_config(args.workdir)
-        changed = differences(stored, configs)
-        if changed:
-            raise ValueError(
-                f"{args.workdir} holds a run with another config (workdir -> this command):\n  "
-                + "\n  ".join(changed)
-                + "\nUse another --workdir, or the same --preset and --set as before."
-            )
-    else:
-        workdirs.write_config(args.workdir, configs)
-    if not existing:
-        tokenizer.save(tokenizer_path)
-        print(f"Trained a joint BPE vocabulary of {tokenizer.vocab_size} pieces", flush=True)
-    train(
-        args.workdir,
-        tokenizer,
-        pairs,
-        valid,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        time_budget=args.time_budget,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        jit_compile=not args.no_jit,
-    )
-    print(f"Wrote {workdirs.path(args.workdir, workdirs.MODEL)}", flush=True)
-    if args.average_last:
-        print(average_checkpoints_in(args.workdir, args.average_last), flush=True)
-
-
-def load_translator(args):
-    import keras
-
-    from keras_transformer import workdir as workdirs
-    from keras_transformer.decoding import Translator
-    from keras_transformer.tokenization import Tokenizer
-
-    model_path, tokenizer_path, decoding = workdirs.model_files(args.workdir)
-    model = keras.saving.load_model(model_path, compile=False)
-    return Translator(
-        model,
-        Tokenizer.load(tokenizer_path),
-        beam_size=args.beam_size or decoding.beam_size,
-        length_penalty=(
-            decoding.length_penalty if args.length_penalty is None else args.length_penalty
-        ),
-        max_extra_length=decoding.max_extra_length,
-        batch_size=args.batch_size,
-        jit_compile=not args.no_jit,
-    )
-
-
-def translate(args):
-    from keras_transformer.data import read_lines
-
-    if args.output and os.path.exists(args.output) and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    translator = load_translator(args)
-    if args.input and args.output:
-        translator.translate_file(args.input, args.output, overwrite=args.overwrite)
-        return
-    lines = read_lines(args.input) if args.input else [line.rstrip("\n") for line in sys.stdin]
-    translations = translator.translate(lines)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as file:
-            file.writelines(f"{line}\n" for line in translations)
-    else:
-        sys.stdout.writelines(f"{line}\n" for line in translations)
-
-
-def evaluate(args):
-    from keras_transformer import workdir as workdirs
-    from keras_transformer.evaluation import score
-
-    pairs = read_pairs(args, "src", "ref", corpus=args.corpus, split="test", size=args.size)
-    if pairs is None:
-        raise ValueError("No test data: give --src and --ref, or --corpus")
-    translator = load_translator(args)
-    name = os.path.basename(args.src) if args.src else args.corpus.replace(":", "-") + ".test"
-    output = args.output or workdirs.path(args.workdir, f"{name}.hyp")
-    if args.output and os.path.exists(output):
-        raise FileExistsError(f"{output} exists; choose another --output")
-    sources = [source for source, _ in pairs]
-    hypotheses = translator.translate(sources, progress=_progress)
-    sys.stderr.write("\n")
-    with open(output, "w", encoding="utf-8") as file:
-        file.writelines(f"{line}\n" for line in hypotheses)
-    for (source, reference), hypothesis in list(zip(pairs, hypotheses, strict=True))[
-        : args.examples
-    ]:
-        print(f"{source}\n  -> {hypothesis}\n     (reference: {reference})")
-    scores = score(hypotheses, [reference for _, reference in pairs])
-    print("\n".join(scores.lines()))
-    short = sum(len(reference.split()) < 4 for _, reference in pairs) / len(pairs)
-    if short > 0.5:
-        print(
-            f"note: {short:.0%} of the references have fewer than 4 words, and BLEU counts "
-            "word 4-grams: it says little here; chrF and exact match do."
-        )
-    print(f"hypotheses: {output}")
-    return scores
-
-
-def _progress(done, total):
-    sys.stderr.write(f"\rtranslated {done}/{total} sentences")
-    sys.stderr.flush()
-
-
-def average(args):
-    from keras_transformer.training import average_checkpoints_in
-
-    print(average_checkpoints_in(args.workdir, args.last))
-
-
-def export(args):
-    from keras_transformer.export import export_saved_model
-
-    directory = export_saved_model(
-        args.workdir, args.out, version=args.model_version, jit_compile=args.jit_compile
-    )
-    print(f"Exported {directory}")
-    if args.check:
-        from keras_transformer.serving import check_export
-
-        lines = check_export(directory, args.check_text or ["Hello, world.", ""])
-        print("Checked in TF Serving's session loader, in a fresh TensorFlow process:")
-        print("\n".join(lines))
-
-
-COMMANDS = {
-    "presets": presets,
-    "train": train,
-    "translate": translate,
-    "evaluate": evaluate,
-    "average": average,
-    "export": export,
-}
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -346,11 +134,12 @@ def main(argv=None):
             env = {**os.environ, "KERAS_BACKEND": backend}
             command = [sys.executable, "-m", "keras_transformer", *argv]
             return subprocess.run(command, env=env).returncode
+    from keras_transformer import commands
     from keras_transformer.data import CorpusError
-    from keras_transformer.training import TrainingError
+    from keras_transformer.run import TrainingError
 
     try:
-        COMMANDS[args.command](args)
+        getattr(commands, args.command)(args)
     except TrainingError as error:
         print(f"keras-transformer: {error}", file=sys.stderr)
         return 1

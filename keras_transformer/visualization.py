@@ -3,7 +3,7 @@
 matplotlib draws off screen (the Agg backend); nothing here needs a display.
 """
 
-import csv
+from keras_transformer.workdir import read_history
 
 
 def _pyplot():
@@ -25,19 +25,12 @@ def plot_learning_curve(history_csv, png_path, loss_label="label-smoothed cross-
         png_path: str. Where to write the PNG.
         loss_label: str. What the `loss` column is, for the axis label.
     """
-    with open(history_csv, encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
+    rows = read_history(history_csv)
     if not rows:
         return None
 
     def column(name):
-        values = []
-        for row in rows:
-            try:
-                values.append(float(row.get(name)))
-            except (TypeError, ValueError):  # "NA": the key was missing that epoch
-                values.append(None)
-        return values
+        return [row.get(name) for row in rows]  # None: "NA", the key was missing that epoch
 
     plt = _pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)

@@ -5,11 +5,17 @@ WORKDIR/
   tokenizer.model    the joint SentencePiece model
   checkpoints/       ckpt-<step>.weights.h5, the last few
   model.keras        the model `translate`, `evaluate` and `export` use
-  logs/              TensorBoard logs and the learning curve
+  logs/              history.csv, TensorBoard logs and the learning curve
+
+Also the one way files of the package are written (`atomic_write`) and the
+one reader of `history.csv`.
 """
 
+import contextlib
+import csv
 import json
 import os
+import re
 
 from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
 
@@ -18,19 +24,44 @@ TOKENIZER = "tokenizer.model"
 MODEL = "model.keras"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
+HISTORY = os.path.join(LOGS, "history.csv")
+CHECKPOINT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 
 SECTIONS = {"model": TransformerConfig, "training": TrainingConfig, "decoding": DecodingConfig}
 
 
-def path(workdir, name):
-    return os.path.join(workdir, name)
+def path(directory, name):
+    return os.path.join(directory, name)
 
 
-def read_config(workdir):
+@contextlib.contextmanager
+def atomic_write(file):
+    """Yields a temporary path beside `file`, renamed onto `file` when the block succeeds.
+
+    A process killed while writing leaves `file` as it was, never half
+    written. The temporary name ends with `file`'s own name, so writers that
+    go by the suffix (`model.save`, `save_weights`) accept it.
+
+        with atomic_write("out.txt") as temporary:
+            with open(temporary, "w") as handle: ...
+    """
+    directory, name = os.path.split(os.path.abspath(file))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f"tmp-{os.getpid()}-{name}")
+    try:
+        yield temporary
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    os.replace(temporary, file)
+
+
+def read_config(directory):
     """`config.json` -> {"model": TransformerConfig, "training": ..., "decoding": ...}."""
-    file = path(workdir, CONFIG)
+    file = path(directory, CONFIG)
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"{workdir} is not a work directory: {file} is missing")
+        raise FileNotFoundError(f"{directory} is not a work directory: {file} is missing")
     try:
         with open(file, encoding="utf-8") as handle:
             values = json.load(handle)
@@ -45,24 +76,55 @@ def read_config(workdir):
         raise ValueError(f"{file}: {error}") from None
 
 
-def write_config(workdir, configs):
+def write_config(directory, configs):
     """Writes the three records as `config.json` (atomically)."""
-    os.makedirs(workdir, exist_ok=True)
-    file = path(workdir, CONFIG)
-    temporary = f"{file}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({name: configs[name].to_dict() for name in SECTIONS}, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, file)
+    with atomic_write(path(directory, CONFIG)) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({name: configs[name].to_dict() for name in SECTIONS}, handle, indent=2)
+            handle.write("\n")
 
 
-def model_files(workdir):
+def model_files(directory):
     """`(model.keras path, tokenizer path, DecodingConfig)` of a trained work directory."""
-    configs = read_config(workdir)
-    files = [path(workdir, MODEL), path(workdir, TOKENIZER)]
+    configs = read_config(directory)
+    files = [path(directory, MODEL), path(directory, TOKENIZER)]
     for file in files:
         if not os.path.isfile(file):
             raise FileNotFoundError(
-                f"{file} is missing: train (or average checkpoints) in {workdir} first"
+                f"{file} is missing: train (or average checkpoints) in {directory} first"
             )
     return (*files, configs["decoding"])
+
+
+def checkpoint_path(directory, step):
+    return os.path.join(directory, CHECKPOINTS, f"ckpt-{step}.weights.h5")
+
+
+def checkpoints(directory):
+    """`[(step, path), ...]` of the work directory's checkpoints, oldest first."""
+    folder = path(directory, CHECKPOINTS)
+    found = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        match = CHECKPOINT.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name)))
+    return sorted(found)
+
+
+def read_history(history_csv):
+    """A `CSVLogger` file as a list of rows `{column: float or None}`.
+
+    A cell is None where Keras wrote "NA" (a key missing that epoch) or
+    nothing; a missing file reads as no rows.
+    """
+    if not os.path.isfile(history_csv):
+        return []
+    with open(history_csv, encoding="utf-8") as file:
+        return [{name: _number(text) for name, text in row.items()} for row in csv.DictReader(file)]
+
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None

@@ -15,10 +15,10 @@ import time
 import keras
 import numpy as np
 import pytest
+from helpers import runs_once
 
 import keras_transformer as kt
-from keras_transformer import cli, training
-from keras_transformer import workdir as workdirs
+from keras_transformer import cli, run, workdir
 from keras_transformer.data import pipeline
 
 # XLA builds slowly for a handful of steps on TensorFlow; JAX runs eagerly far
@@ -72,8 +72,8 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     )  # fmt: skip
     assert status == 0
     assert sorted(tokenized) == [20, 300]  # each corpus encoded once
-    assert [step for step, _ in training.checkpoints(str(work))] == [3, 6]
-    configs = workdirs.read_config(str(work))
+    assert [step for step, _ in workdir.checkpoints(str(work))] == [3, 6]
+    configs = workdir.read_config(str(work))
     assert configs["model"].max_length == 32 and configs["training"].warmup_steps == 10
     history = (work / "logs" / "history.csv").read_text().splitlines()
     assert "val_bleu" in history[0] and "val_loss" in history[0] and len(history) > 1
@@ -107,7 +107,7 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
 
 def test_average_of_two_checkpoints_is_their_mean(tmp_path, tiny_config):
     work = str(tmp_path)
-    workdirs.write_config(
+    workdir.write_config(
         work,
         {"model": tiny_config, "training": kt.TrainingConfig(), "decoding": kt.DecodingConfig()},
     )
@@ -149,12 +149,12 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while not training.checkpoints(str(work)) and time.monotonic() < deadline:
+    while not workdir.checkpoints(str(work)) and time.monotonic() < deadline:
         assert process.poll() is None, "training ended before its first checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    reached = training.checkpoints(str(work))[-1][0]
+    reached = workdir.checkpoints(str(work))[-1][0]
     assert reached < steps and not (work / "model.keras").exists()
 
     resumed = subprocess.run(
@@ -162,7 +162,7 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {reached})" in resumed.stdout
-    assert training.checkpoints(str(work))[-1][0] == steps
+    assert workdir.checkpoints(str(work))[-1][0] == steps
     # Same seed, same data order, dropout 0: the very same model.
     resumed_weights = weights(str(work / "model.keras"))
     whole_weights = weights(str(tmp_path / "whole" / "model.keras"))
@@ -180,10 +180,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, cap
     assert status == 1
     assert "became NaN at step" in capsys.readouterr().err
     assert not (work / "model.keras").exists()
-    kept = training.checkpoints(str(work))
+    kept = workdir.checkpoints(str(work))
     assert kept, "no checkpoint before the NaN: nothing below was checked"
     for _, path in kept:
-        model = kt.compile_model(kt.build_transformer(workdirs.read_config(str(work))["model"]))
+        model = kt.compile_model(kt.build_transformer(workdir.read_config(str(work))["model"]))
         model.optimizer.build(model.trainable_variables)
         model.load_weights(path)
         assert all(np.isfinite(w).all() for w in model.get_weights())
@@ -209,7 +209,7 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
     assert not work.exists()  # nothing was written by the refused commands
 
     fails("translate", "--workdir", work, says="is not a work directory")
-    workdirs.write_config(
+    workdir.write_config(
         str(work),
         {"model": kt.TransformerConfig.tiny(100), "training": kt.TrainingConfig(),
          "decoding": kt.DecodingConfig()},
@@ -225,3 +225,35 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
           says="keep.txt exists")  # fmt: skip
     assert output.read_text() == "mine\n"
     assert json.loads(config_before)["model"]["hidden_dim"] == 32
+
+
+@runs_once
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "deep" / "out.txt"
+    with workdir.atomic_write(str(target)) as temporary:
+        assert temporary.endswith("out.txt") and not target.exists()
+        with open(temporary, "w") as file:
+            file.write("first\n")
+    assert target.read_text() == "first\n"
+    with pytest.raises(RuntimeError, match="killed"):
+        with workdir.atomic_write(str(target)) as temporary:
+            with open(temporary, "w") as file:
+                file.write("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "first\n"
+    assert os.listdir(target.parent) == ["out.txt"]  # no temporary left behind
+
+
+@runs_once
+def test_history_reads_keras_na_cells_as_none(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,minutes,val_bleu\n0,2.5,1.5,NA\n1,1.25,3.0,\n")
+    rows = workdir.read_history(str(history))
+    assert rows == [
+        {"epoch": 0.0, "loss": 2.5, "minutes": 1.5, "val_bleu": None},
+        {"epoch": 1.0, "loss": 1.25, "minutes": 3.0, "val_bleu": None},
+    ]
+    assert workdir.read_history(str(tmp_path / "missing.csv")) == []
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "history.csv").write_text(history.read_text())
+    assert run.minutes_logged(str(tmp_path)) == 3.0

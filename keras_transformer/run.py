@@ -1,0 +1,252 @@
+"""One training run in a work directory (see `workdir.py`): `train()` with
+checkpoints every N steps, resume, validation, and `average_checkpoints()` (§6.1).
+"""
+
+import dataclasses
+import math
+import os
+
+import keras
+import numpy as np
+
+from keras_transformer import workdir
+from keras_transformer.callbacks import Checkpoints, StopAt, Validation, optimizer_step
+from keras_transformer.training import compile_model
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on: a NaN loss, or a work directory that does not fit."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a (resumed) run fits: its model and data, where it starts and ends, its settings."""
+
+    model: keras.Model
+    directory: str
+    tokenizer: object
+    corpus: object  # a BatchedCorpus of the training pairs
+    valid_dataset: object  # a tf.data.Dataset, or None
+    valid_sample: list  # the pairs translated for val_bleu
+    start: int  # the optimizer step the run starts from
+    total: float  # the step it ends at (math.inf: no step limit)
+    time_budget: float  # minutes, or None
+    checkpoint_every: int
+    keep_checkpoints: int
+    minutes_before: float  # training minutes of the runs it resumes
+    jit_compile: bool
+    verbose: object
+
+
+def train(
+    directory,
+    tokenizer,
+    train_pairs,
+    valid_pairs=None,
+    max_steps=None,
+    epochs=None,
+    time_budget=None,
+    checkpoint_every=1000,
+    keep_checkpoints=5,
+    jit_compile=True,
+    validation_sample=200,
+    verbose="auto",
+):
+    """Trains (or resumes) the model described by the work directory's `config.json`.
+
+    A run continues from the last checkpoint when there is one: the same step
+    count, optimizer state and data order, so a run killed at any moment loses
+    at most the steps since that checkpoint. It ends at `max_steps` steps,
+    after `epochs` passes over the data or after `time_budget` minutes,
+    whichever comes first, then writes the last checkpoint and `model.keras`.
+
+    Args:
+        directory: str. A work directory holding `config.json` (see
+            `workdir.write_config`).
+        tokenizer: its `Tokenizer`.
+        train_pairs, valid_pairs: lists of `(source, target)`.
+        max_steps, epochs, time_budget: int, int, float minutes; at least one.
+        checkpoint_every: int. Steps between checkpoints.
+        keep_checkpoints: int. Checkpoints kept (the last ones).
+        jit_compile: bool. XLA on TensorFlow and JAX; the torch backend
+            runs eagerly (see `compile_model`).
+        validation_sample: int. Validation pairs translated for `val_bleu`.
+        verbose: `model.fit`'s.
+
+    Returns:
+        The `Transformer`, trained.
+
+    Raises:
+        TrainingError: the loss became NaN (the last good checkpoint stays).
+    """
+    from keras_transformer.data.pipeline import BatchedCorpus, make_dataset
+    from keras_transformer.model import build_transformer
+
+    if not (max_steps or epochs or time_budget):
+        raise ValueError("Give max_steps, epochs or time_budget: training needs an end")
+    configs = workdir.read_config(directory)
+    config, training = configs["model"], configs["training"]
+    keras.utils.set_random_seed(training.seed)
+
+    corpus = BatchedCorpus(  # tokenized once, for every segment of the run
+        train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed
+    )
+    if corpus.batches_per_epoch < 1:
+        raise TrainingError(
+            f"{len(train_pairs)} training pairs make no full batch of max_tokens="
+            f"{training.max_tokens}: add data or lower training.max_tokens"
+        )
+    valid_dataset = None
+    if valid_pairs:
+        valid_dataset = make_dataset(
+            valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
+            drop_remainder=False,
+        )  # fmt: skip
+
+    model = compile_model(build_transformer(config), training, jit_compile=jit_compile)
+    run = _Run(
+        model, directory, tokenizer, corpus, valid_dataset,
+        valid_sample=list(valid_pairs or [])[:validation_sample],
+        start=0,
+        total=min(max_steps or math.inf, (epochs or math.inf) * corpus.batches_per_epoch),
+        time_budget=time_budget, checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints, minutes_before=0.0,
+        jit_compile=jit_compile, verbose=verbose,
+    )  # fmt: skip
+    found = workdir.checkpoints(directory)
+    if found:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(found[-1][1])
+        run.start, run.minutes_before = optimizer_step(model), minutes_logged(directory)
+        print(f"Resuming from {found[-1][1]} (step {run.start})", flush=True)
+    if run.start >= run.total:
+        print(f"Already at step {run.start} of {run.total}: nothing to train", flush=True)
+    else:
+        _fit(run)
+    save_model(model, directory)
+    return model
+
+
+def _fit(run):
+    model, per_epoch = run.model, run.corpus.batches_per_epoch
+    saver = Checkpoints(run.directory, run.checkpoint_every, run.keep_checkpoints)
+    logs = workdir.path(run.directory, workdir.LOGS)
+    os.makedirs(logs, exist_ok=True)
+    callbacks = [
+        saver,
+        StopAt(run.total, 60 * run.time_budget if run.time_budget else None),
+        # Before the loggers, so that they see val_bleu.
+        Validation(run.tokenizer, run.valid_sample, run.minutes_before, run.jit_compile),
+        keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
+        keras.callbacks.TensorBoard(logs),
+    ]
+    epochs = math.ceil(run.total / per_epoch) if math.isfinite(run.total) else 10**6
+    # An epoch is one pass over the data. A resumed run first finishes the
+    # epoch it was in, then goes on epoch by epoch; each epoch's order depends
+    # on its number alone and the stream skips the batches already seen, so
+    # the order is that of an uninterrupted run.
+    epoch, offset = divmod(run.start, per_epoch)
+    segments = [(epoch, epoch + 1, per_epoch - offset)] if offset else []
+    segments.append((epoch + (1 if offset else 0), epochs, per_epoch))
+    for initial_epoch, end_epoch, steps in segments:
+        if model.stop_training or optimizer_step(model) >= run.total or initial_epoch >= end_epoch:
+            break
+        seen = optimizer_step(model) - initial_epoch * per_epoch
+        model.fit(
+            run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen),
+            initial_epoch=initial_epoch,
+            epochs=end_epoch,
+            steps_per_epoch=steps,
+            validation_data=run.valid_dataset,
+            callbacks=callbacks,
+            shuffle=False,  # make_dataset shuffles, seeded
+            verbose=run.verbose,
+        )
+    step = optimizer_step(model)
+    found = workdir.checkpoints(run.directory)
+    if saver.nan_step is None and (not found or found[-1][0] != step):
+        saver.save(step)  # which refuses weights gone NaN
+    if saver.nan_step is not None:
+        raise _nan_error(run.directory, saver.nan_step)
+    _plot(run.directory)
+
+
+def _nan_error(directory, step):
+    good = workdir.checkpoints(directory)
+    where = f"{good[-1][1]} (step {good[-1][0]})" if good else "none yet"
+    return TrainingError(
+        f"The loss (or the weights) became NaN at step {step}; training stopped and "
+        f"model.keras was not written. The last good checkpoint is {where}. Lower "
+        f"training.learning_rate_scale or raise training.warmup_steps, then rerun: training "
+        f"resumes from that checkpoint."
+    )
+
+
+def minutes_logged(directory):
+    """The training minutes the work directory's `history.csv` logged last (0.0 if none)."""
+    rows = workdir.read_history(workdir.path(directory, workdir.HISTORY))
+    minutes = [row.get("minutes") for row in rows if row.get("minutes") is not None]
+    return minutes[-1] if minutes else 0.0
+
+
+def _plot(directory):
+    from keras_transformer.visualization import plot_learning_curve
+
+    history = workdir.path(directory, workdir.HISTORY)
+    if os.path.isfile(history):
+        png = workdir.path(directory, os.path.join(workdir.LOGS, "learning_curve.png"))
+        plot_learning_curve(history, png)
+
+
+def save_model(model, directory):
+    """Writes `model.keras` atomically (what translate, evaluate and export load)."""
+    with workdir.atomic_write(workdir.path(directory, workdir.MODEL)) as temporary:
+        model.save(temporary)
+    return workdir.path(directory, workdir.MODEL)
+
+
+def average_checkpoints(model, paths):
+    """Sets `model`'s weights to the mean of the checkpoints at `paths` (paper §6.1).
+
+    "For the base models, we used a single model obtained by averaging the
+    last 5 checkpoints." Only model weights are averaged; optimizer state is
+    left out.
+    """
+    if not paths:
+        raise ValueError("No checkpoints to average")
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    total = None
+    for path in paths:
+        model.load_weights(path)
+        weights = [np.asarray(w, dtype="float64") for w in model.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights, strict=True)]
+    dtypes = [w.dtype for w in model.get_weights()]
+    model.set_weights([(t / len(paths)).astype(d) for t, d in zip(total, dtypes, strict=True)])
+    return model
+
+
+def average_checkpoints_in(directory, last=5):
+    """Averages a work directory's last `last` checkpoints into its `model.keras`.
+
+    The model `train` wrote is the last checkpoint's weights, so replacing
+    `model.keras` loses nothing: the checkpoints stay.
+
+    Returns:
+        str: what was done, for the user.
+    """
+    from keras_transformer.model import build_transformer
+
+    if last < 1:
+        raise ValueError(f"--last must be positive. Received: {last}")
+    found = workdir.checkpoints(directory)
+    if not found:
+        folder = workdir.path(directory, workdir.CHECKPOINTS)
+        raise FileNotFoundError(f"No checkpoints in {folder}")
+    chosen = found[-last:]
+    configs = workdir.read_config(directory)
+    model = compile_model(build_transformer(configs["model"]), configs["training"])
+    average_checkpoints(model, [path for _, path in chosen])
+    target = save_model(model, directory)
+    steps = ", ".join(str(step) for step, _ in chosen)
+    return f"Averaged {len(chosen)} checkpoint(s) (steps {steps}) into {target}"
