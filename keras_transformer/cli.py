@@ -11,6 +11,10 @@
 
 `--backend tensorflow|jax|torch` picks the Keras backend. `--corpus
 number-words:de` (fr, es) uses the built-in corpus instead of files.
+
+Arguments are parsed before Keras is imported, so `--help` is quick and
+`--backend` is set in this process; a failure prints one line and exits 1
+(or 2 for bad input), `--debug` shows its traceback.
 """
 
 import argparse
@@ -21,6 +25,16 @@ import sys
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Shows an option's default after its help, where it has one."""
+
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, [], argparse.SUPPRESS)
+        if shown and action.option_strings and "%(default)" not in action.help:
+            return f"{action.help} (default: %(default)s)"
+        return action.help
+
+
 def build_parser():
     from keras_transformer import __version__
     from keras_transformer.config import PRESETS
@@ -28,13 +42,17 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-transformer",
         description='The Transformer of "Attention Is All You Need" on Keras 3.',
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, help):
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--backend", choices=BACKENDS, help="the Keras backend")
+        sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        sub.add_argument(
+            "--backend", choices=BACKENDS, help="the Keras backend (default: $KERAS_BACKEND)"
+        )
+        sub.add_argument("--debug", action="store_true", help="show the traceback of a failure")
         return sub
 
     def corpus_arguments(sub, side, src, tgt):
@@ -42,18 +60,24 @@ def build_parser():
         sub.add_argument(f"--{tgt}", metavar="FILE", help=f"{side} target sentences, aligned")
 
     presets = command("presets", "print the architecture presets as JSON")
-    presets.add_argument("--vocab-size", type=int, default=37000)
+    presets.add_argument(
+        "--vocab-size", type=int, default=37000, metavar="N", help="their vocabulary size"
+    )
 
     train = command("train", "train (or resume) a model in a work directory")
-    train.add_argument("--workdir", required=True)
+    train.add_argument("--workdir", required=True, help="the run's directory; created if new")
     corpus_arguments(train, "training", "src", "tgt")
     train.add_argument("--tsv", metavar="FILE", help="training pairs as source<TAB>target lines")
     train.add_argument("--corpus", metavar="number-words:LANG", help="the built-in corpus")
-    train.add_argument("--train-size", type=int, help="pairs of the built-in corpus to draw")
+    train.add_argument(
+        "--train-size", type=int, metavar="N", help="pairs of the built-in corpus to draw"
+    )
     corpus_arguments(train, "validation", "valid-src", "valid-tgt")
-    train.add_argument("--valid-tsv", metavar="FILE")
-    train.add_argument("--preset", default="small", choices=PRESETS)
-    train.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary, at most")
+    train.add_argument("--valid-tsv", metavar="FILE", help="validation pairs, source<TAB>target")
+    train.add_argument("--preset", default="small", choices=PRESETS, help="the architecture")
+    train.add_argument(
+        "--vocab-size", type=int, default=8000, metavar="N", help="joint BPE vocabulary, at most"
+    )
     train.add_argument(
         "--set",
         action="append",
@@ -61,12 +85,29 @@ def build_parser():
         metavar="KEY=VALUE",
         help="override a config field: model.dropout=0.2, training.warmup_steps=1000, beam_size=5",
     )
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--time-budget", type=float, metavar="MINUTES")
-    train.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS")
-    train.add_argument("--keep-checkpoints", type=int, default=5)
+    train.add_argument(
+        "--max-steps", type=int, metavar="N", help="stop after this many optimizer steps"
+    )
+    train.add_argument(
+        "--epochs", type=int, metavar="N", help="stop after this many passes over the data"
+    )
+    train.add_argument(
+        "--time-budget", type=float, metavar="MINUTES", help="stop after this many minutes"
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=1000, metavar="STEPS", help="steps between saves"
+    )
+    train.add_argument(
+        "--keep-checkpoints", type=int, default=5, metavar="N", help="the last N are kept"
+    )
     train.add_argument("--no-jit", action="store_true", help="do not compile with XLA")
+    train.add_argument(
+        "--log-every",
+        type=int,
+        default=100,
+        metavar="STEPS",
+        help="steps between progress lines when stdout is not a terminal (a log file)",
+    )
     train.add_argument(
         "--average-last",
         type=int,
@@ -76,14 +117,19 @@ def build_parser():
     )
 
     translate = command("translate", "translate stdin (or --input) to stdout (or --output)")
-    translate.add_argument("--workdir", required=True)
-    translate.add_argument("--input", metavar="FILE")
-    translate.add_argument("--output", metavar="FILE")
+    translate.add_argument("--workdir", required=True, help="a trained work directory")
+    translate.add_argument("--input", metavar="FILE", help="sentences, one a line (default: stdin)")
+    translate.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace --output")
+    translate.add_argument(
+        "--scores",
+        action="store_true",
+        help="print TRANSLATION<TAB>SCORE, the length-normalised log-probability",
+    )
     decoding_arguments(translate)
 
     evaluate = command("evaluate", "translate a test set and print sacreBLEU and chrF")
-    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--workdir", required=True, help="a trained work directory")
     corpus_arguments(evaluate, "test", "src", "ref")
     evaluate.add_argument("--corpus", metavar="number-words:LANG", help="its test split")
     evaluate.add_argument("--size", type=int, help="sentences of the built-in test split")
@@ -92,13 +138,17 @@ def build_parser():
     decoding_arguments(evaluate)
 
     average = command("average", "average the last N checkpoints into model.keras (§6.1)")
-    average.add_argument("--workdir", required=True)
-    average.add_argument("--last", type=int, default=5)
+    average.add_argument("--workdir", required=True, help="a trained work directory")
+    average.add_argument("--last", type=int, default=5, help="how many checkpoints, the last ones")
 
     export = command("export", "write a TF Serving SavedModel: OUT/<version>/")
-    export.add_argument("--workdir", required=True)
-    export.add_argument("--out", required=True, metavar="saved_models/NAME")
-    export.add_argument("--version", type=int, dest="model_version")
+    export.add_argument("--workdir", required=True, help="a trained work directory")
+    export.add_argument(
+        "--out", required=True, metavar="saved_models/NAME", help="the model's root folder"
+    )
+    export.add_argument(
+        "--version", type=int, dest="model_version", help="default: one above the highest there"
+    )
     export.add_argument(
         "--jit-compile",
         action="store_true",
@@ -118,35 +168,65 @@ def build_parser():
 def decoding_arguments(sub):
     sub.add_argument("--no-jit", action="store_true", help="do not compile the search with XLA")
     sub.add_argument("--beam-size", type=int, help="default: config.json's decoding.beam_size")
-    sub.add_argument("--length-penalty", type=float)
-    sub.add_argument("--batch-size", type=int, default=64)
+    sub.add_argument(
+        "--length-penalty", type=float, help="default: config.json's decoding.length_penalty"
+    )
+    sub.add_argument("--batch-size", type=int, default=64, help="sentences per search")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    backend = getattr(args, "backend", None)
-    if backend:
-        import keras
-
-        if keras.backend.backend() != backend:
-            # Keras fixes its backend at import: run again under the chosen one.
-            env = {**os.environ, "KERAS_BACKEND": backend}
-            command = [sys.executable, "-m", "keras_transformer", *argv]
-            return subprocess.run(command, env=env).returncode
-    from keras_transformer import commands
-    from keras_transformer.data import CorpusError
-    from keras_transformer.run import TrainingError
-
     try:
+        status = _use_backend(args.backend, argv)
+        if status is not None:
+            return status
+        from keras_transformer import commands
+
         getattr(commands, args.command)(args)
-    except TrainingError as error:
-        print(f"keras-transformer: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, CorpusError, FileNotFoundError, FileExistsError) as error:
-        print(f"keras-transformer: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("keras-transformer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        status, message = _explain(error)
+        print(f"keras-transformer: {message}", file=sys.stderr)
+        return status
     return 0
+
+
+def _use_backend(backend, argv):
+    """Keras reads its backend once, at import: set it first, in this process.
+
+    Returns None, or the exit status of the command run again under `backend`
+    when Keras was imported before this function could set it.
+    """
+    # TensorFlow's C++ start-up lines (INFO) are noise on a command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if backend is None:
+        return None
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
+        return None
+    import keras
+
+    if keras.backend.backend() == backend:
+        return None
+    # A program (or a package __init__) imported Keras first: only a new process can switch.
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.run([sys.executable, "-m", "keras_transformer", *argv], env=env).returncode
+
+
+def _explain(error):
+    """`(exit status, one line)` for a failure: 2 for bad input, 1 for the rest."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    run = sys.modules.get("keras_transformer.run")  # not imported: not a TrainingError
+    if run is not None and isinstance(error, run.TrainingError):
+        return 1, text
+    if isinstance(error, (ValueError, FileNotFoundError, FileExistsError)):  # CorpusError too
+        return 2, f"error: {text}"
+    return 1, f"error: {type(error).__name__}: {text} (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import argparse
 import io
 import json
 import subprocess
@@ -7,7 +8,7 @@ import pytest
 from helpers import runs_once
 
 import keras_transformer as kt
-from keras_transformer import cli
+from keras_transformer import cli, commands
 from keras_transformer.progress import Progress
 
 
@@ -52,3 +53,41 @@ def test_progress_redraws_on_a_terminal_and_prints_lines_elsewhere():
         assert written.count("translated 100/100 sentences") == 1 and written.endswith("\n")
         assert ("\r" in written) is terminal
         assert written.count("\n") == (1 if terminal else 2)
+
+
+def _subcommands(parser):
+    (choices,) = [a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return choices
+
+
+@runs_once
+def test_every_flag_has_help_and_shows_its_default(capsys):
+    for name, sub in _subcommands(cli.build_parser()).items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+    with pytest.raises(SystemExit) as shown:
+        cli.main(["train", "--help"])
+    assert shown.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--checkpoint-every STEPS steps between saves (default: 1000)" in text
+    assert "--keep-checkpoints N the last N are kept (default: 5)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@runs_once
+def test_a_failure_prints_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    missing = str(tmp_path / "nowhere")
+    assert cli.main(["translate", "--workdir", missing]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not a work directory" in error
+
+    def fails(args):
+        raise RuntimeError("the disk\nis full")
+
+    monkeypatch.setattr(commands, "presets", fails)
+    assert cli.main(["presets"]) == 1
+    error = capsys.readouterr().err
+    expected = "error: RuntimeError: the disk is full (--debug shows the traceback)"
+    assert error == f"keras-transformer: {expected}\n"
+    with pytest.raises(RuntimeError, match="the disk"):
+        cli.main(["presets", "--debug"])
