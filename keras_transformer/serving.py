@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from keras_transformer.ctranslate2.convert import DECODING_FILE as CTRANSLATE2_DECODING_FILE
 from keras_transformer.decoding.translator import TextTranslator
 from keras_transformer.export import TOKENIZER_ASSET, versions
 from keras_transformer.tokenization import Tokenizer
@@ -71,12 +72,18 @@ class SavedModelTranslator(TextTranslator):
 
 
 def load_translator(path):
-    """Loads an exported version directory (`saved_models/NAME/<version>`) for Python use.
+    """Loads an export for Python use, with the `Translator` interface.
 
-    A base directory (`saved_models/NAME`) loads its latest version.
+    `path`: a SavedModel version directory (`saved_models/NAME/<version>`), a
+    base directory (`saved_models/NAME`, its latest version), or a CTranslate2
+    directory written by `export_ctranslate2`.
     """
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"No SavedModel directory at {path}")
+        raise FileNotFoundError(f"No export directory at {path}")
+    if os.path.isfile(os.path.join(path, CTRANSLATE2_DECODING_FILE)):
+        from keras_transformer.ctranslate2 import CTranslate2Translator
+
+        return CTranslate2Translator(path)
     numbered = versions(path)
     if not os.path.exists(os.path.join(path, "saved_model.pb")) and numbered:
         path = os.path.join(path, str(max(numbered)))

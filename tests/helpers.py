@@ -66,7 +66,7 @@ def run_python(code, backend, timeout=300):
     return result.stdout
 
 
-def train_briefly(model, pairs, tokenizer, steps=20, learning_rate_scale=1.0):
+def train_briefly(model, pairs, tokenizer, steps=20, learning_rate_scale=1.0, warmup_steps=10):
     """A few optimizer steps.
 
     A small `learning_rate_scale` keeps a model from collapsing to "EOS at
@@ -82,7 +82,7 @@ def train_briefly(model, pairs, tokenizer, steps=20, learning_rate_scale=1.0):
     )
     kt.compile_model(
         model,
-        kt.TrainingConfig(warmup_steps=10, learning_rate_scale=learning_rate_scale),
+        kt.TrainingConfig(warmup_steps=warmup_steps, learning_rate_scale=learning_rate_scale),
     )
     model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return model

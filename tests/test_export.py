@@ -159,6 +159,7 @@ def ops_computing_in(version_dir, dtype):
         if "T" in node.attr and node.attr["T"].type == wanted
     }
 
+
 @in_tensorflow_pass
 def test_export_check_runs_in_a_session(exported):
     lines = serving.check_export(exported, ["one", ""])
@@ -458,16 +459,21 @@ def batching_parameters_class():
     )  # fmt: skip
     message = file.message_type.add(name="BatchingParameters")
     types = descriptor_pb2.FieldDescriptorProto
-    wrapped = ["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"]
-    for number, name in enumerate(wrapped, start=1):
-        message.field.add(name=name, number=number, type=types.TYPE_MESSAGE,
-                          type_name=".google.protobuf.Int64Value", label=types.LABEL_OPTIONAL)  # fmt: skip
-    message.field.add(name="thread_pool_name", number=5, type=types.TYPE_MESSAGE,
-                      type_name=".google.protobuf.StringValue", label=types.LABEL_OPTIONAL)  # fmt: skip
-    message.field.add(name="allowed_batch_sizes", number=6, type=types.TYPE_INT64,
-                      label=types.LABEL_REPEATED)  # fmt: skip
-    message.field.add(name="pad_variable_length_inputs", number=7, type=types.TYPE_BOOL,
-                      label=types.LABEL_OPTIONAL)  # fmt: skip
+    int64, string = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
+    fields = [  # name, number, type, message type
+        ("max_batch_size", 1, types.TYPE_MESSAGE, int64),
+        ("batch_timeout_micros", 2, types.TYPE_MESSAGE, int64),
+        ("max_enqueued_batches", 3, types.TYPE_MESSAGE, int64),
+        ("num_batch_threads", 4, types.TYPE_MESSAGE, int64),
+        ("thread_pool_name", 5, types.TYPE_MESSAGE, string),
+        ("allowed_batch_sizes", 6, types.TYPE_INT64, None),
+        ("pad_variable_length_inputs", 7, types.TYPE_BOOL, None),
+    ]
+    for name, number, kind, type_name in fields:
+        label = types.LABEL_REPEATED if name == "allowed_batch_sizes" else types.LABEL_OPTIONAL
+        field = message.field.add(name=name, number=number, type=kind, label=label)
+        if type_name:
+            field.type_name = type_name
     pool.Add(file)
     return message_factory.GetMessageClass(
         pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
@@ -489,6 +495,7 @@ def test_the_batching_example_is_batching_parameters_the_export_pads_to():
     assert all(size & (size - 1) == 0 for size in sizes)
     assert parameters.max_batch_size.value == max(warmup.WARMUP_BATCH_SIZES)
     assert parameters.num_batch_threads.value >= 1
+
 
 @in_tensorflow_pass
 def test_saved_model_cli_lists_the_serving_signature(exported):
@@ -563,7 +570,7 @@ def test_a_failed_export_leaves_no_version_behind(translator, exported, monkeypa
 
 
 def test_load_translator_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No SavedModel directory at"):
+    with pytest.raises(FileNotFoundError, match="No export directory at"):
         kt.load_translator(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
         kt.load_translator(str(tmp_path))

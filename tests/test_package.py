@@ -42,7 +42,8 @@ def test_extras_name_their_builds(project):
     assert extras["tensorflow-cuda"] == ["tensorflow[and-cuda]>=2.21,<2.22"]
     assert any(requirement.startswith("build") for requirement in extras["dev"])
     # `make` installs `.[all]`: it must name this distribution, or pip fetches another one.
-    assert extras["all"] == [f"{DISTRIBUTION}[jax,torch,dev]"]
+    assert extras["ctranslate2"] == ["ctranslate2==4.8.5"]
+    assert extras["all"] == [f"{DISTRIBUTION}[jax,torch,ctranslate2,dev]"]
 
 
 def package_modules(root):

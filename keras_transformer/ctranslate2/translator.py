@@ -1,0 +1,144 @@
+"""Translating with a CTranslate2 export through the `Translator` interface."""
+
+import json
+import os
+
+from keras_transformer.ctranslate2.convert import DECODING_FILE, TOKENIZER_FILE, import_ctranslate2
+from keras_transformer.decoding.translator import TextTranslator
+from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+
+def _gnmt_penalty(length, alpha):
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha, as our beam search divides by it."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+class CTranslate2Translator(TextTranslator):
+    """A CTranslate2 model directory written by `export_ctranslate2`, as a translator.
+
+    `translate` and `translate_file` behave as `Translator`'s: the same
+    tokenizer and truncation to the model's `max_length`, each sentence's
+    output capped at its input length + `max_extra_length` (sentences of one
+    length are searched together, so every cap is exact), PAD and BOS never
+    generated. CTranslate2 returns its `beam_size` finished hypotheses with
+    raw log-probabilities; the best under GNMT's length penalty wins, and its
+    score is log p(Y) / lp(Y), as ours.
+
+    Args:
+        path: str. The exported directory.
+        beam_size, length_penalty, max_extra_length: None keeps the exported
+            decoding settings.
+        batch_size: int. Sentences per `translate_batch` call at most.
+        compute_type: str. CTranslate2's compute type ("default" runs the
+            stored quantization).
+        intra_threads: int. Threads per translation (0: CTranslate2's default).
+    """
+
+    def __init__(
+        self,
+        path,
+        beam_size=None,
+        length_penalty=None,
+        max_extra_length=None,
+        batch_size=64,
+        compute_type="default",
+        intra_threads=0,
+    ):
+        ctranslate2 = import_ctranslate2()
+        settings_path = os.path.join(path, DECODING_FILE)
+        if not os.path.isfile(settings_path):
+            raise FileNotFoundError(
+                f"{path} is not a CTranslate2 export of keras_transformer (no {DECODING_FILE})"
+            )
+        with open(settings_path, encoding="utf-8") as file:
+            settings = json.load(file)
+        self.path = path
+        self.tokenizer = Tokenizer.load(os.path.join(path, TOKENIZER_FILE))
+        self.max_length = settings["max_length"]
+        self.beam_size = settings["beam_size"] if beam_size is None else beam_size
+        self.length_penalty = (
+            settings["length_penalty"] if length_penalty is None else length_penalty
+        )
+        self.max_extra_length = (
+            settings["max_extra_length"] if max_extra_length is None else max_extra_length
+        )
+        self.batch_size = batch_size
+        self._translator = ctranslate2.Translator(
+            path, device="cpu", compute_type=compute_type, intra_threads=intra_threads
+        )
+        self._pieces = [self.tokenizer.id_to_piece(i) for i in range(self.tokenizer.vocab_size)]
+        self._ids = {piece: i for i, piece in enumerate(self._pieces)}
+        self._never = [[self._pieces[PAD_ID]], [self._pieces[BOS_ID]]]
+
+    def encode(self, texts):
+        """Token ids per text, EOS last, truncated to `max_length` as `Translator` does."""
+        limit = self.max_length
+        ids = self.tokenizer.encode(list(texts))
+        return [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
+
+    def translate(self, texts, return_scores=False, progress=None):
+        texts = list(texts)
+        results = self.search(self.encode(texts), progress=progress)
+        translations = [self.tokenizer.decode(ids) for ids, _ in results]
+        scores = [score for _, score in results]
+        return (translations, scores) if return_scores else translations
+
+    def search(self, source_ids, progress=None):
+        """Token-id inputs (EOS last) -> `[(best hypothesis ids, EOS last; score)]`.
+
+        An input of EOS alone gives `([], 0.0)`, as `Translator` gives "" with score 0.
+        """
+        results = [([], 0.0)] * len(source_ids)
+        todo = sorted((i for i, row in enumerate(source_ids) if len(row) > 1),
+                      key=lambda i: len(source_ids[i]))  # fmt: skip
+        done = 0
+        for chunk in _same_length_chunks(todo, source_ids, self.batch_size):
+            # The cap of every sentence in the chunk: input length + max_extra_length (§6.1).
+            cap = min(len(source_ids[chunk[0]]) + self.max_extra_length, self.max_length)
+            batch = self._translator.translate_batch(
+                [[self._pieces[t] for t in source_ids[i][:-1]] for i in chunk],
+                beam_size=self.beam_size,
+                num_hypotheses=self.beam_size,
+                length_penalty=0.0,  # raw log-probabilities; GNMT's penalty below
+                return_scores=True,
+                return_end_token=True,
+                suppress_sequences=self._never,
+                min_decoding_length=0,  # EOS may come first, as in our search
+                max_input_length=0,
+                max_decoding_length=cap,
+            )
+            for i, result in zip(chunk, batch, strict=True):
+                results[i] = self._best(result)
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
+        return results
+
+    def _best(self, result):
+        """The best hypothesis by log p(Y) / lp(Y), and that score.
+
+        As in our search, one cut at the length cap (no EOS) ranks below every
+        hypothesis that ended in EOS.
+        """
+
+        def normalized(k):
+            length = len(result.hypotheses[k])
+            return result.scores[k] / _gnmt_penalty(length, self.length_penalty)
+
+        def rank(k):
+            return (result.hypotheses[k][-1:] == [self._pieces[EOS_ID]], normalized(k))
+
+        best = max(range(len(result.hypotheses)), key=rank)
+        return [self._ids[piece] for piece in result.hypotheses[best]], float(normalized(best))
+
+
+def _same_length_chunks(order, ids, batch_size):
+    """Consecutive runs of `order` whose inputs have one length, at most `batch_size` long."""
+    chunk = []
+    for i in order:
+        if chunk and (len(chunk) == batch_size or len(ids[i]) != len(ids[chunk[0]])):
+            yield chunk
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield chunk
