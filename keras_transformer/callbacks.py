@@ -88,3 +88,28 @@ class Validation(keras.callbacks.Callback):
             hypotheses = self.translator.translate([source for source, _ in self.pairs])
             scores = score(hypotheses, [target for _, target in self.pairs])
             logs["val_bleu"], logs["val_chrf"] = scores.bleu, scores.chrf
+
+
+class LogLines(keras.callbacks.Callback):
+    """Plain progress lines, for a log file: every `every` steps, and each epoch's end.
+
+    Keras's progress bar redraws one line with terminal escapes; in a file
+    that is unreadable. These lines are whole, so `grep` and `tail` read them.
+    """
+
+    def __init__(self, every, total, stream=None):
+        super().__init__()
+        self.every, self.stream = every, stream
+        self.of = f"/{total}" if math.isfinite(total) else ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = optimizer_step(self.model)
+        if step % self.every == 0:
+            self._print(f"step {step}{self.of}", logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._print(f"epoch {epoch + 1}", logs)  # with `step`, `minutes` and validation
+
+    def _print(self, what, logs):
+        values = (f"{name} {float(value):.4g}" for name, value in (logs or {}).items())
+        print("  ".join([what, *values]), file=self.stream, flush=True)

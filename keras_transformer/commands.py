@@ -1,11 +1,12 @@
 """The bodies of the `keras-transformer` commands; `cli.py` parses and calls them."""
 
+import codecs
 import json
 import os
 import sys
 
 from keras_transformer import workdir
-from keras_transformer.progress import Progress
+from keras_transformer.progress import Progress, is_terminal
 
 
 def presets(args):
@@ -100,6 +101,7 @@ def train(args):
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
         jit_compile=not args.no_jit,
+        log_every=None if is_terminal(sys.stdout) else args.log_every,
     )
     print(f"Wrote {workdir.path(args.workdir, workdir.MODEL)}", flush=True)
     if args.average_last:
@@ -133,16 +135,47 @@ def translate(args):
     if args.output and os.path.exists(args.output) and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
     translator = load_translator(args)
-    if args.input and args.output:
-        translator.translate_file(args.input, args.output, overwrite=args.overwrite)
+    # A file is translated whole (sorted by length, batches pad little); stdin streams.
+    chunks = [read_lines(args.input)] if args.input else read_chunks(sys.stdin, args.batch_size)
+    progress = Progress() if args.input else None
+    if not args.output:
+        return _translate_chunks(translator, chunks, sys.stdout, args.scores, progress)
+    with workdir.atomic_write(args.output) as temporary:
+        with open(temporary, "w", encoding="utf-8") as file:
+            _translate_chunks(translator, chunks, file, args.scores, progress)
+
+
+def _translate_chunks(translator, chunks, file, scores, progress):
+    """Writes and flushes each chunk's translations (`translation<TAB>score` with `scores`)."""
+    for lines in chunks:
+        translations, values = translator.translate(lines, return_scores=True, progress=progress)
+        for translation, value in zip(translations, values, strict=True):
+            file.write(f"{translation}\t{value:.4f}\n" if scores else f"{translation}\n")
+        file.flush()
+
+
+def read_chunks(stream, size):
+    """The lines of `stream` in lists of at most `size`, each list as soon as it is there.
+
+    A list ends at `size` lines or where the input pauses, so a pipe that
+    sends one line at a time gets its translation before sending the next.
+    """
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError):  # not a file: an io.StringIO
+        lines = [line.rstrip("\n") for line in stream]
+        yield from (lines[start : start + size] for start in range(0, len(lines), size))
         return
-    lines = read_lines(args.input) if args.input else [line.rstrip("\n") for line in sys.stdin]
-    translations = translator.translate(lines)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as file:
-            file.writelines(f"{line}\n" for line in translations)
-    else:
-        sys.stdout.writelines(f"{line}\n" for line in translations)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = ""
+    while True:
+        data = os.read(descriptor, 1 << 16)  # what is there now, waiting only for the first byte
+        *lines, pending = (pending + decoder.decode(data, final=not data)).split("\n")
+        yield from (lines[start : start + size] for start in range(0, len(lines), size))
+        if not data:
+            break
+    if pending:
+        yield [pending]
 
 
 def evaluate(args):

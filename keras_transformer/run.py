@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_transformer import workdir
-from keras_transformer.callbacks import Checkpoints, StopAt, Validation, optimizer_step
+from keras_transformer.callbacks import Checkpoints, LogLines, StopAt, Validation, optimizer_step
 from keras_transformer.training import compile_model
 
 
@@ -35,7 +35,8 @@ class _Run:
     keep_checkpoints: int
     minutes_before: float  # training minutes of the runs it resumes
     jit_compile: bool
-    verbose: object
+    verbose: object  # model.fit's
+    log_every: int  # steps between plain progress lines, or None
 
 
 def train(
@@ -51,6 +52,7 @@ def train(
     jit_compile=True,
     validation_sample=200,
     verbose="auto",
+    log_every=None,
 ):
     """Trains (or resumes) the model described by the work directory's `config.json`.
 
@@ -72,6 +74,9 @@ def train(
             runs eagerly (see `compile_model`).
         validation_sample: int. Validation pairs translated for `val_bleu`.
         verbose: `model.fit`'s.
+        log_every: int. Plain lines every `log_every` steps and one per
+            epoch instead of Keras's progress bar (redrawn with terminal
+            escapes), for output to a log file.
 
     Returns:
         The `Transformer`, trained.
@@ -111,7 +116,7 @@ def train(
         total=min(max_steps or math.inf, (epochs or math.inf) * corpus.batches_per_epoch),
         time_budget=time_budget, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, minutes_before=0.0,
-        jit_compile=jit_compile, verbose=verbose,
+        jit_compile=jit_compile, verbose=0 if log_every else verbose, log_every=log_every,
     )  # fmt: skip
     found = workdir.checkpoints(directory)
     if found:
@@ -140,6 +145,8 @@ def _fit(run):
         keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
         keras.callbacks.TensorBoard(logs),
     ]
+    if run.log_every:  # after validation: its epoch line shows val_bleu
+        callbacks.append(LogLines(run.log_every, run.total))
     epochs = math.ceil(run.total / per_epoch) if math.isfinite(run.total) else 10**6
     # An epoch is one pass over the data. A resumed run first finishes the
     # epoch it was in, then goes on epoch by epoch; each epoch's order depends

@@ -7,6 +7,7 @@ processes.
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -68,9 +69,17 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     status = main(
         "train", "--src", corpus["train.en"], "--tgt", corpus["train.de"],
         "--valid-src", corpus["valid.en"], "--valid-tgt", corpus["valid.de"],
-        "--workdir", work, *TINY, "--max-steps", 6, "--checkpoint-every", 3,
+        "--workdir", work, *TINY, "--max-steps", 6, "--checkpoint-every", 3, "--log-every", 2,
     )  # fmt: skip
     assert status == 0
+    # Output to a file (here captured): whole lines, no progress-bar redraws.
+    printed = capsys.readouterr().out
+    assert "\r" not in printed and "\x1b" not in printed
+    lines = printed.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("step ")] == [
+        ["step", "2/6"], ["step", "4/6"], ["step", "6/6"]
+    ]  # fmt: skip
+    assert any(line.startswith("epoch ") and "val_bleu" in line for line in lines)
     assert sorted(tokenized) == [20, 300]  # each corpus encoded once
     assert [step for step, _ in workdir.checkpoints(str(work))] == [3, 6]
     configs = workdir.read_config(str(work))
@@ -93,6 +102,8 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     evaluated = work / "test.en.hyp"
     assert evaluated.read_text(encoding="utf-8") == hypotheses.read_text(encoding="utf-8")
 
+    translations_stream_as_lines_arrive(work)
+
     before = weights(str(work / "model.keras"))
     assert main("average", "--workdir", work, "--last", 2) == 0
     after = weights(str(work / "model.keras"))
@@ -103,6 +114,28 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     assert (out / "1" / "saved_model.pb").is_file()
     loaded = kt.load_translator(str(out)).translate(["seven", ""])
     assert isinstance(loaded[0], str) and loaded[1] == ""
+
+
+def translations_stream_as_lines_arrive(work):
+    """`translate` answers each line of a pipe before the next is sent, with --scores."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": keras.backend.backend()}
+    command = [sys.executable, "-m", "keras_transformer", "translate", "--workdir", str(work),
+               "--scores", *NO_JIT]  # fmt: skip
+    process = subprocess.Popen(command, env=env, text=True, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for sentence in ("seven", "twenty one"):
+            process.stdin.write(f"{sentence}\n")
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 300)
+            assert ready, f"no translation of {sentence!r} while stdin is open"
+            translation, score = process.stdout.readline().rstrip("\n").split("\t")
+            assert float(score) <= 0.0 and "\t" not in translation
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+        assert process.stdout.read() == ""
+    finally:
+        process.kill()
 
 
 def test_average_of_two_checkpoints_is_their_mean(tmp_path, tiny_config):
