@@ -2,8 +2,8 @@
 
 `build_transformer(config)` returns a `Transformer`: a functional model from
 `{"encoder_token_ids", "decoder_token_ids"}` to logits, trainable with
-`model.fit`. Its `encode()`, `initialize_cache()` and `decode_step()` call
-the very same layers for cached decoding, one token at a time.
+`model.fit`. Its `encode()`, `initialize_cache()` and `decode_step()` run the
+same layers, through the same `_stack`, for cached decoding one token at a time.
 
 `build_transformer(config, dtype="mixed_bfloat16")` computes in bfloat16 with
 float32 variables (any Keras dtype policy; see docs/precision.md). What
@@ -13,7 +13,7 @@ search scores).
 """
 
 import keras
-from keras import ops, tree
+from keras import ops
 
 from keras_transformer.config import TransformerConfig
 from keras_transformer.layers import (
@@ -21,12 +21,13 @@ from keras_transformer.layers import (
     TokenEmbedding,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
-    beam_history_mask,
     padding_mask,
 )
+from keras_transformer.layers import cache as decoder_cache
+from keras_transformer.layers.transformer_layer import check_dtype_policy
+from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT, check_model_inputs
 
-ENCODER_INPUT = "encoder_token_ids"
-DECODER_INPUT = "decoder_token_ids"
+__all__ = ["DECODER_INPUT", "ENCODER_INPUT", "Transformer", "build_transformer"]
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -64,32 +65,32 @@ class Transformer(keras.Model):
             raise TypeError(
                 f"config must be a TransformerConfig or dict. Received: {type(config).__name__}"
             )
-        dtype = model_dtype_policy(kwargs.pop("dtype", None))
+        dtype = check_dtype_policy(kwargs.pop("dtype", None))
 
         # === Layers ===
+        def embedding(name):
+            return TokenEmbedding(config.vocab_size, config.hidden_dim, dtype=dtype, name=name)
+
+        def dropout(name):
+            return keras.layers.Dropout(config.dropout, dtype=dtype, name=name)
+
+        def layer_norm(name):
+            return keras.layers.LayerNormalization(
+                epsilon=config.layer_norm_epsilon, dtype=dtype, name=name
+            )
+
         # §3.4: one matrix for source, target and the pre-softmax projection.
-        embedding_args = dict(vocab_size=config.vocab_size, hidden_dim=config.hidden_dim)
         if config.share_embeddings:
-            self.token_embedding = TokenEmbedding(
-                **embedding_args, dtype=dtype, name="token_embedding"
-            )
+            self.token_embedding = embedding("token_embedding")
         else:
-            self.encoder_token_embedding = TokenEmbedding(
-                **embedding_args, dtype=dtype, name="encoder_token_embedding"
-            )
-            self.decoder_token_embedding = TokenEmbedding(
-                **embedding_args, dtype=dtype, name="decoder_token_embedding"
-            )
+            self.encoder_token_embedding = embedding("encoder_token_embedding")
+            self.decoder_token_embedding = embedding("decoder_token_embedding")
             self.output_projection = keras.layers.Dense(
                 config.vocab_size, use_bias=False, dtype=dtype, name="output_projection"
             )
         self.position_encoding = SinusoidalPositionEncoding(dtype=dtype, name="position_encoding")
-        self.encoder_embedding_dropout = keras.layers.Dropout(
-            config.dropout, dtype=dtype, name="encoder_embedding_dropout"
-        )
-        self.decoder_embedding_dropout = keras.layers.Dropout(
-            config.dropout, dtype=dtype, name="decoder_embedding_dropout"
-        )
+        self.encoder_embedding_dropout = dropout("encoder_embedding_dropout")
+        self.decoder_embedding_dropout = dropout("decoder_embedding_dropout")
         layer_args = dict(
             hidden_dim=config.hidden_dim,
             intermediate_dim=config.intermediate_dim,
@@ -110,13 +111,8 @@ class Transformer(keras.Model):
         ]
         if config.normalize_first:
             # Pre-LN leaves the residual stream unnormalized: close each stack.
-            norm_args = dict(epsilon=config.layer_norm_epsilon, dtype=dtype)
-            self.encoder_output_layer_norm = keras.layers.LayerNormalization(
-                **norm_args, name="encoder_output_layer_norm"
-            )
-            self.decoder_output_layer_norm = keras.layers.LayerNormalization(
-                **norm_args, name="decoder_output_layer_norm"
-            )
+            self.encoder_output_layer_norm = layer_norm("encoder_output_layer_norm")
+            self.decoder_output_layer_norm = layer_norm("decoder_output_layer_norm")
         self.config = config
 
         # === Functional model ===
@@ -133,57 +129,60 @@ class Transformer(keras.Model):
         # scaling in `compile` and must reach `get_config`.
         self.dtype_policy = dtype
 
-    # --- the pieces, shared by the functional graph and cached decoding ---
-
-    def _embedding(self, side):
-        if self.config.share_embeddings:
-            return self.token_embedding
-        return getattr(self, f"{side}_token_embedding")
-
-    def _embed(self, token_ids, side, start_index=0, training=None):
-        """§3.4-3.5: scaled embeddings plus sinusoids, then dropout (§5.4)."""
-        # (B, T) -> (B, T, D)
-        x = self._embedding(side)(token_ids)
-        x = x + self.position_encoding(x, start_index=start_index)
-        return getattr(self, f"{side}_embedding_dropout")(x, training=training)
-
     def _logits(self, x):
         """(B, T, D) -> (B, T, V) float32: the pre-softmax linear transformation."""
         if self.config.share_embeddings:
             return self.token_embedding(x, reverse=True)
         return ops.cast(self.output_projection(x), "float32")
 
-    def encode(self, encoder_token_ids, training=None):
-        """Runs the encoder stack.
+    def _stack(self, side, token_ids, start_index=0, training=None, per_layer=None, **kwargs):
+        """Embeds `token_ids` and runs the `side` ("encoder" or "decoder") stack.
 
-        Args:
-            encoder_token_ids: int `(B, S)`.
+        §3.4-3.5: scaled embeddings plus sinusoids from `start_index` on, then
+        dropout (§5.4); then every layer, called with `kwargs` and its own item
+        of each list in `per_layer` (its caches); pre-LN ends with a layer norm.
 
         Returns:
-            `(encoder_output, encoder_padding_mask)`: `(B, S, D)` and bool `(B, S)`.
+            `(x, extras)`: `(B, T, D)` (or `(B, S, D)`) and, per layer, what it
+            returned beside its output (a cache or attention scores), if any.
         """
-        encoder_padding_mask = padding_mask(encoder_token_ids)
-        x = self._embed(encoder_token_ids, "encoder", training=training)
-        for layer in self.encoder_layers:
-            x = layer(x, padding_mask=encoder_padding_mask, training=training)
+        shared = self.config.share_embeddings
+        embedding = self.token_embedding if shared else getattr(self, f"{side}_token_embedding")
+        # (B, T) -> (B, T, D)
+        x = embedding(token_ids)
+        x = x + self.position_encoding(x, start_index=start_index)
+        x = getattr(self, f"{side}_embedding_dropout")(x, training=training)
+        extras = []
+        for i, layer in enumerate(getattr(self, f"{side}_layers")):
+            layer_kwargs = {name: items[i] for name, items in (per_layer or {}).items()}
+            outputs = layer(x, **kwargs, **layer_kwargs, training=training)
+            if isinstance(outputs, tuple):
+                x, extra = outputs
+                extras.append(extra)
+            else:
+                x = outputs
         if self.config.normalize_first:
-            x = self.encoder_output_layer_norm(x)
+            x = getattr(self, f"{side}_output_layer_norm")(x)
+        return x, extras
+
+    def encode(self, encoder_token_ids, training=None):
+        """The encoder stack: int `(B, S)` -> `(B, S, D)` and the bool `(B, S)` padding mask."""
+        encoder_padding_mask = padding_mask(encoder_token_ids)
+        x, _ = self._stack(
+            "encoder", encoder_token_ids, training=training, padding_mask=encoder_padding_mask
+        )
         return x, encoder_padding_mask
 
     def decode(self, decoder_token_ids, encoder_output, encoder_padding_mask, training=None):
         """Teacher-forced decoder over whole target prefixes: `(B, T)` -> `(B, T, V)` logits."""
-        decoder_padding_mask = padding_mask(decoder_token_ids)
-        y = self._embed(decoder_token_ids, "decoder", training=training)
-        for layer in self.decoder_layers:
-            y = layer(
-                y,
-                encoder_output,
-                decoder_padding_mask=decoder_padding_mask,
-                encoder_padding_mask=encoder_padding_mask,
-                training=training,
-            )
-        if self.config.normalize_first:
-            y = self.decoder_output_layer_norm(y)
+        y, _ = self._stack(
+            "decoder",
+            decoder_token_ids,
+            training=training,
+            encoder_sequence=encoder_output,
+            decoder_padding_mask=padding_mask(decoder_token_ids),
+            encoder_padding_mask=encoder_padding_mask,
+        )
         return self._logits(y)
 
     def attention_scores(self, encoder_token_ids, decoder_token_ids):
@@ -197,74 +196,39 @@ class Transformer(keras.Model):
             `(B, h, S, S)`, "decoder_self_attention" `(B, h, T, T)` and
             "cross_attention" `(B, h, T, S)`.
         """
-        scores = {"encoder_self_attention": [], "decoder_self_attention": [], "cross_attention": []}
         encoder_padding_mask = padding_mask(encoder_token_ids)
-        x = self._embed(encoder_token_ids, "encoder")
-        for layer in self.encoder_layers:
-            x, weights = layer(x, padding_mask=encoder_padding_mask, return_attention_scores=True)
-            scores["encoder_self_attention"].append(weights)
-        if self.config.normalize_first:
-            x = self.encoder_output_layer_norm(x)
-        y = self._embed(decoder_token_ids, "decoder")
-        for layer in self.decoder_layers:
-            y, weights = layer(
-                y,
-                x,
-                decoder_padding_mask=padding_mask(decoder_token_ids),
-                encoder_padding_mask=encoder_padding_mask,
-                return_attention_scores=True,
-            )
-            scores["decoder_self_attention"].append(weights["self_attention"])
-            scores["cross_attention"].append(weights["cross_attention"])
-        return scores
+        x, encoder_scores = self._stack(
+            "encoder",
+            encoder_token_ids,
+            padding_mask=encoder_padding_mask,
+            return_attention_scores=True,
+        )
+        _, decoder_scores = self._stack(
+            "decoder",
+            decoder_token_ids,
+            encoder_sequence=x,
+            decoder_padding_mask=padding_mask(decoder_token_ids),
+            encoder_padding_mask=encoder_padding_mask,
+            return_attention_scores=True,
+        )
+        return {
+            "encoder_self_attention": encoder_scores,
+            "decoder_self_attention": [scores["self_attention"] for scores in decoder_scores],
+            "cross_attention": [scores["cross_attention"] for scores in decoder_scores],
+        }
 
     def initialize_cache(self, encoder_output, encoder_padding_mask, max_length, beam_size=1):
         """The decoding cache for `max_length` target positions and K beams per sentence.
 
         Cross-attention keys and values are computed here, once per sentence,
-        and shared by the sentence's beams. So are the self-attention buffers:
-        beam k's position t is slot `t * K + k` of its sentence's buffers, and
-        "beam_slots" records which beam's slot holds each position of each
-        beam's hypothesis, so that beam search reorders that small table
-        instead of the buffers.
-
-        Returns:
-            A dict: "self_attention", a list of L pairs of zero
-            `(B, h, T_max * K, d)` key and value buffers; "cross_attention", a
-            list of L pairs `(B, h, S, d)`; "encoder_padding_mask", `(B, S)`;
-            with K > 1, "beam_slots", int32 `(B*K, T_max)`, -1 where nothing
-            is written yet (sentence b's beams at rows b*K .. b*K + K - 1).
+        and shared by the sentence's beams, and so are the self-attention
+        buffers; see `layers/cache.py` for the dict and its slot table.
         """
-        config = self.config
-        batch_size = ops.shape(encoder_output)[0]
-        shape = (batch_size, config.num_heads, max_length * beam_size, config.head_dim)
-        cache = {
-            "self_attention": [
-                tuple(ops.zeros(shape, dtype=encoder_output.dtype) for _ in "kv")
-                for _ in self.decoder_layers
-            ],
-            "cross_attention": [
-                layer.compute_cross_attention_cache(encoder_output) for layer in self.decoder_layers
-            ],
-            "encoder_padding_mask": encoder_padding_mask,
-        }
-        if beam_size > 1:
-            cache["beam_slots"] = ops.full((batch_size * beam_size, max_length), -1, "int32")
-        return cache
+        return decoder_cache.initialize_cache(
+            self.decoder_layers, encoder_output, encoder_padding_mask, max_length, beam_size
+        )
 
-    @staticmethod
-    def reorder_cache(cache, rows):
-        """The cache with beam row `rows[i]`'s state at row i (beam search's `reorder_cache`).
-
-        With beams sharing their sentence's buffers (`initialize_cache(...,
-        beam_size=K)`) only the `(B*K, T_max)` "beam_slots" table moves;
-        otherwise the self-attention buffers, one row per beam, do. The
-        per-sentence cross-attention keys and values never move.
-        """
-        if "beam_slots" in cache:
-            return {**cache, "beam_slots": ops.take(cache["beam_slots"], rows, axis=0)}
-        buffers = tree.map_structure(lambda x: ops.take(x, rows, axis=0), cache["self_attention"])
-        return {**cache, "self_attention": buffers}
+    reorder_cache = staticmethod(decoder_cache.reorder_cache)
 
     def decode_step(self, token_ids, cache, index):
         """One cached decoder step: the step function of greedy and beam search.
@@ -280,40 +244,26 @@ class Transformer(keras.Model):
             `(logits, cache)`: float32 `(B*K, V)` for the token at `index + 1`,
             and the cache with position `index` written.
         """
-        if len(token_ids.shape) == 1:
-            # (B,) -> (B, 1)
-            token_ids = token_ids[:, None]
-        y = self._embed(token_ids, "decoder", start_index=index)
-        self_mask = None
-        if "beam_slots" in cache:
-            # Each beam writes its own slot at `index`; the mask follows its history.
-            batch_size = ops.shape(cache["encoder_padding_mask"])[0]
-            rows = ops.shape(token_ids)[0]
-            own = ops.arange(rows, dtype="int32") % (rows // batch_size)
-            beam_slots = ops.slice_update(cache["beam_slots"], (0, index), own[:, None])
-            self_mask = beam_history_mask(beam_slots, batch_size)
-            cache = {**cache, "beam_slots": beam_slots}
-        self_caches = []
-        for layer, self_cache, cross_cache in zip(
-            self.decoder_layers, cache["self_attention"], cache["cross_attention"], strict=True
-        ):
-            y, self_cache = layer(
-                y,
-                encoder_padding_mask=cache["encoder_padding_mask"],
-                self_attention_cache=self_cache,
-                self_attention_cache_update_index=index,
-                cross_attention_cache=cross_cache,
-                self_attention_mask=self_mask,
-            )
-            self_caches.append(self_cache)
-        if self.config.normalize_first:
-            y = self.decoder_output_layer_norm(y)
-        # (B, 1, V) -> (B, V)
+        cache, self_mask = decoder_cache.begin_step(cache, index)
+        y, self_caches = self._stack(
+            "decoder",
+            # (B*K,) -> (B*K, 1)
+            ops.reshape(token_ids, (-1, 1)),
+            start_index=index,
+            per_layer={
+                "self_attention_cache": cache["self_attention"],
+                "cross_attention_cache": cache["cross_attention"],
+            },
+            encoder_padding_mask=cache["encoder_padding_mask"],
+            self_attention_cache_update_index=index,
+            self_attention_mask=self_mask,
+        )
+        # (B*K, 1, V) -> (B*K, V)
         logits = self._logits(y)[:, 0, :]
         return logits, {**cache, "self_attention": self_caches}
 
     def call(self, inputs, training=None, mask=None):
-        _validate_inputs(inputs)
+        check_model_inputs(inputs)
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
@@ -327,42 +277,6 @@ class Transformer(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def _validate_inputs(inputs):
-    if not isinstance(inputs, dict) or set(inputs) != {ENCODER_INPUT, DECODER_INPUT}:
-        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-        raise ValueError(
-            f"Transformer expects a dict with keys {[ENCODER_INPUT, DECODER_INPUT]}. "
-            f"Received: {received}"
-        )
-    for name in (ENCODER_INPUT, DECODER_INPUT):
-        tensor = inputs[name]
-        dtype = keras.backend.standardize_dtype(tensor.dtype)
-        if "int" not in dtype or len(tensor.shape) != 2:
-            raise ValueError(
-                f"{name} must be integer token ids of shape (batch, length). "
-                f"Received: dtype={dtype}, shape={tuple(tensor.shape)}"
-            )
-
-
-def model_dtype_policy(dtype):
-    """`dtype` (a policy name, dict or `keras.DTypePolicy`; None: the global
-    policy) as a float `keras.DTypePolicy`, or a ValueError naming the value."""
-    try:
-        policy = keras.dtype_policies.get(dtype)
-    except (ValueError, TypeError):
-        policy = None
-    floating = policy is not None and all(
-        "float" in keras.backend.standardize_dtype(d)
-        for d in (policy.compute_dtype, policy.variable_dtype)
-    )
-    if not floating or policy.quantization_mode is not None:
-        raise ValueError(
-            "dtype must be a float Keras dtype policy such as 'float32', 'mixed_bfloat16' or "
-            f"'mixed_float16', or a keras.DTypePolicy. Received: dtype={dtype!r}"
-        )
-    return policy
 
 
 def build_transformer(config, dtype=None, **kwargs):

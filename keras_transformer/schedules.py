@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_transformer.layers.transformer_layer import check_positive
+
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -20,11 +22,7 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, hidden_dim, warmup_steps=4000, scale=1.0):
-        if hidden_dim <= 0 or warmup_steps <= 0:
-            raise ValueError(
-                "hidden_dim and warmup_steps must be positive. "
-                f"Received: hidden_dim={hidden_dim}, warmup_steps={warmup_steps}"
-            )
+        check_positive(hidden_dim=hidden_dim, warmup_steps=warmup_steps)
         self.hidden_dim = hidden_dim
         self.warmup_steps = warmup_steps
         self.scale = scale

@@ -3,12 +3,30 @@ import math
 import keras
 import numpy as np
 import pytest
-from helpers import random_ids, to_numpy
+from helpers import random_ids, run_python, runs_once, to_numpy
 from keras import ops
 
 import keras_transformer as kt
 from keras_transformer import layers
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+
+
+@runs_once
+def test_layers_and_package_import_without_tensorflow():
+    """On JAX the layers and the package load no TensorFlow; the input pipeline,
+    export and serving load on first use."""
+    code = (
+        "import sys\n"
+        "import keras_transformer.layers\n"
+        "assert 'tensorflow' not in sys.modules, 'the layers imported TensorFlow'\n"
+        "import keras_transformer as kt\n"
+        "assert 'tensorflow' not in sys.modules, 'the package imported TensorFlow'\n"
+        "lazy = {f'keras_transformer.{name}' for name in ('data', 'export', 'serving')}\n"
+        "assert not lazy & set(sys.modules), sorted(lazy & set(sys.modules))\n"
+        "assert callable(kt.export_saved_model) and callable(kt.load_translator)\n"
+        "assert callable(kt.data.read_parallel) and lazy <= set(sys.modules)\n"
+    )
+    run_python(code, "jax")
 
 
 def test_sinusoids_equal_the_paper_formula():

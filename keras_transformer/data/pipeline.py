@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
+from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
 from keras_transformer.tokenization import BOS_ID, PAD_ID
 
 logger = logging.getLogger("keras_transformer")

@@ -5,7 +5,9 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.layers.cache import write_positions
 from keras_transformer.layers.initializers import clone_initializer
+from keras_transformer.layers.transformer_layer import check_fraction, check_heads
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -16,26 +18,29 @@ class MultiHeadAttention(keras.layers.Layer):
         head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d_k)) V W_i^V
 
     The h heads are computed together: one `(D, D)` projection each for
-    queries, keys and values, reshaped into `(h, d)` with d = D / h.
+    queries, keys and values, split into heads first, `(B, h, T, d)` with
+    d = D / h: the layout of the cache and of the attention products, so a
+    decoding step reads the cache as it is, with no transposed copy (under
+    XLA the new position is also written in place; eager PyTorch's
+    `slice_update` copies the buffer). `call` projects, updates the cache,
+    calls `_attend` (the attention maths, which subclasses may replace) and
+    merges the heads.
 
-    Cached decoding takes two forms. A cache is a pair `(keys, values)`,
-    each `(B, h, T, d)`: heads first, the layout the attention products read,
-    so a step reads the buffers as they are, with no transposed or sliced
-    copy (under XLA the new position is also written in place; eager
-    PyTorch's `slice_update` copies the buffer).
+    Cached decoding takes two forms; a cache is a pair `(keys, values)`,
+    each `(B, h, Tk, d)`.
 
     - self-attention: the pair is a fixed-size `T_max` buffer; the keys and
       values of the new positions are written into it at
       `cache_update_index`, and the updated pair is returned. For beam
-      search, the K beams of a sentence (queries b*K .. b*K + K - 1, one
-      position each) may share one buffer of `T_max * K` slots: beam k's
-      position t is slot `t * K + k`, and a `(B, K, 1, T_max * K)` mask
-      tells each beam which slots hold its own history.
+      search the K beams of a sentence (query rows b*K .. b*K + K - 1, one
+      position each) may share one buffer of `T_max * K` slots, with a
+      `(B, K, 1, T_max * K)` mask that tells each beam which slots hold its
+      own history (see `cache.py`).
     - cross-attention: the pair holds the encoder's keys and values, computed
       once per sentence by `compute_cache()`, and `cache_update_index` is
-      None. The queries may hold K rows per cached sentence (K beams,
-      sentence b's at rows b*K .. b*K + K - 1): the K beams then read their
-      sentence's keys and values, which are never copied per beam.
+      None. The queries may hold K rows per cached sentence (K beams): the K
+      beams then read their sentence's keys and values, which are never
+      copied per beam.
 
     **Masking**: `attention_mask` is boolean, True where a query may attend to
     a key, of shape `(B, Tq, Tk)`, where B, Tq or Tk may be 1 to broadcast
@@ -53,7 +58,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Args:
         num_heads: int. h; must divide `hidden_dim`. Default 8.
-        hidden_dim: int. d_model. Default 512.
+        hidden_dim: int. D (d_model). Default 512.
         dropout: float. Dropout on the attention probabilities. Not in the
             paper, default 0.0.
         use_bias: bool. Biases in the four projections. Default True.
@@ -61,21 +66,20 @@ class MultiHeadAttention(keras.layers.Layer):
             so that they start independent. Default "glorot_uniform".
 
     Call arguments:
-        query: `(N, Tq, D)`: N = B, or B*K with a cross-attention cache of B
-            sentences.
+        query: `(B*K, Tq, D)`; K = 1 unless a cross-attention cache of B
+            sentences is read by K rows each.
         value: `(B, Tk, D)` keys and values come from (the same tensor as
             `query` for self-attention). Unused for cross-attention with a cache.
         attention_mask: bool `(B, Tq, Tk)`, see above, or `(B, K, Tq, Tk)`
-            with K query rows per cached sentence. Optional. With a cache, B
-            is the cache's batch, not the queries'.
+            with K query rows per cached sentence. Optional.
         cache: optional `(keys, values)`, each `(B, h, Tk, d)`, see above.
         cache_update_index: optional int scalar, where the new keys go.
-        return_attention_scores: bool. Also return the `(N, h, Tq, Tk)`
+        return_attention_scores: bool. Also return the `(B*K, h, Tq, Tk)`
             attention probabilities.
         training: bool. Enables attention dropout.
 
     Returns:
-        `(N, Tq, D)`; with a cache, the tuple `(outputs, cache)`; with
+        `(B*K, Tq, D)`; with a cache, the tuple `(outputs, cache)`; with
         `return_attention_scores=True` the scores are appended to that.
 
     Example:
@@ -98,13 +102,8 @@ class MultiHeadAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if num_heads <= 0 or hidden_dim % num_heads != 0:
-            raise ValueError(
-                "num_heads must be positive and divide hidden_dim. "
-                f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_heads(hidden_dim, num_heads)
+        check_fraction(dropout=dropout)
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // num_heads
@@ -132,17 +131,20 @@ class MultiHeadAttention(keras.layers.Layer):
         self.built = True
 
     def _split_heads(self, x):
-        # (B, T, D) -> (B, T, h, d)
+        # (B, T, D) -> (B, T, h, d) -> (B, h, T, d)
         shape = ops.shape(x)
-        return ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_dim))
+        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_dim))
+        return ops.transpose(x, (0, 2, 1, 3))
 
-    def _heads_first(self, x):
-        # (B, T, D) -> (B, h, T, d)
-        return ops.transpose(self._split_heads(x), (0, 2, 1, 3))
+    def _merge_heads(self, x):
+        # (B, h, T, d) -> (B, T, h, d) -> (B, T, D)
+        x = ops.transpose(x, (0, 2, 1, 3))
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], shape[1], self.hidden_dim))
 
     def compute_cache(self, value):
         """Keys and values of `value` for reuse: `(B, Tk, D)` -> a pair of `(B, h, Tk, d)`."""
-        return self._heads_first(self.key_dense(value)), self._heads_first(self.value_dense(value))
+        return self._split_heads(self.key_dense(value)), self._split_heads(self.value_dense(value))
 
     def call(
         self,
@@ -154,38 +156,28 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        mask = _visible(attention_mask)
-        # (N, Tq, D) -> (N, Tq, h, d); N = K rows per sentence of a cross-attention cache
+        # (B*K, Tq, D) -> (B*K, h, Tq, d)
         query_heads = self._split_heads(self.query_dense(query))
-        explicit = return_attention_scores or (training and self.dropout > 0)
-        if cache is None and not explicit and _fused_kernel_supports(query_heads.dtype):
-            # (B, T, D) -> (B, T, h, d), twice; the backend's fused kernel, whose
-            # softmax is float32 for half-precision inputs on every backend
-            attention_output = ops.dot_product_attention(
-                query_heads,
-                self._split_heads(self.key_dense(value)),
-                self._split_heads(self.value_dense(value)),
-                mask=None if mask is None else mask[:, None],
-            )
-            scores = None
+        if cache is None:
+            keys, values = self.compute_cache(value)
+        elif cache_update_index is None:
+            keys, values = cache
         else:
-            if cache is None:
-                keys, values = self.compute_cache(value)
-            elif cache_update_index is None:
-                keys, values = cache
-            else:
-                # Self-attention: write the new positions into the buffers.
-                keys, values = cache = tuple(
-                    _write_cache(buffer, new, cache_update_index)
-                    for buffer, new in zip(cache, self.compute_cache(value), strict=True)
-                )
-            attention_output, scores = self._attend(
-                query_heads, keys, values, mask, return_attention_scores, training
+            # Self-attention: the new positions written into the buffers.
+            keys, values = cache = tuple(
+                write_positions(buffer, new, cache_update_index)
+                for buffer, new in zip(cache, self.compute_cache(value), strict=True)
             )
-        # (N, Tq, h, d) -> (N, Tq, D)
-        shape = ops.shape(attention_output)
-        attention_output = ops.reshape(attention_output, (shape[0], shape[1], self.hidden_dim))
-        outputs = self.output_dense(attention_output)
+        attention_output, scores = self._attend(
+            query_heads,
+            keys,
+            values,
+            _visible(attention_mask),
+            shared_keys=cache is not None,
+            return_scores=return_attention_scores,
+            training=training,
+        )
+        outputs = self.output_dense(self._merge_heads(attention_output))
 
         results = (outputs,)
         if cache is not None:
@@ -194,27 +186,43 @@ class MultiHeadAttention(keras.layers.Layer):
             results += (scores,)
         return results[0] if len(results) == 1 else results
 
-    def _attend(self, query, keys, values, mask, return_scores, training):
-        """Scaled dot-product attention (§3.2.1), written out.
+    def _attend(self, query, keys, values, mask, shared_keys, return_scores, training):
+        """Scaled dot-product attention (§3.2.1): the extension point for its maths.
+
+        Takes the backend's fused kernel where it can, and otherwise the
+        products written out, which return the probabilities, drop some of
+        them in training, and let K query rows read one sentence's keys.
 
         Args:
-            query: `(N, Tq, h, d)`, N = B*K: K rows per sentence of `keys`.
+            query: `(B*K, h, Tq, d)`, K rows per sentence of `keys`.
             keys, values: `(B, h, Tk, d)`.
             mask: bool `(B or 1, Tq, Tk)`, the same for the K rows of a
                 sentence, or `(B, K, Tq, Tk)`, one per row; or None.
+            shared_keys: bool. Keys and values come from a cache, which K
+                query rows may share; the fused kernel wants one row each.
+            return_scores: bool. Also return the probabilities.
+            training: bool. Enables attention dropout.
 
         Returns:
-            `(N, Tq, h, d)` outputs and `(N, h, Tq, Tk)` probabilities (None
-            unless `return_scores`).
+            `(B*K, h, Tq, d)` outputs and float32 `(B*K, h, Tq, Tk)`
+            probabilities (None unless `return_scores`).
         """
+        dropping = training and self.dropout > 0
+        if not (shared_keys or return_scores or dropping) and _fused_kernel_supports(query.dtype):
+            # (B, h, T, d) -> (B, T, h, d), the kernel's layout, and back; its
+            # softmax is float32 for half-precision inputs on every backend.
+            outputs = ops.dot_product_attention(
+                *(ops.transpose(x, (0, 2, 1, 3)) for x in (query, keys, values)),
+                mask=None if mask is None else mask[:, None],
+            )
+            return ops.transpose(outputs, (0, 2, 1, 3)), None
         batch, heads, key_length, depth = ops.shape(keys)
-        query_shape = ops.shape(query)
-        query_length = query_shape[1]
-        # (N, Tq, h, d) -> (B, K, Tq, h, d) -> (B, h, K, Tq, d) -> (B, h, K*Tq, d):
+        query_length = ops.shape(query)[2]
+        # (B*K, h, Tq, d) -> (B, K, h, Tq, d) -> (B, h, K, Tq, d) -> (B, h, K*Tq, d):
         # one plain batched product per sentence and head, which XLA runs
         # several times faster than the same product with K and Tq apart.
-        query = ops.reshape(query, (batch, -1, query_length, heads, depth))
-        query = ops.reshape(ops.transpose(query, (0, 3, 1, 2, 4)), (batch, heads, -1, depth))
+        query = ops.reshape(query, (batch, -1, heads, query_length, depth))
+        query = ops.reshape(ops.transpose(query, (0, 2, 1, 3, 4)), (batch, heads, -1, depth))
         # Scaled before the product, so half-precision logits stay in range.
         query = query / ops.cast(math.sqrt(self.head_dim), query.dtype)
         logits = ops.cast(ops.einsum("bhqd,bhsd->bhqs", query, keys), "float32")
@@ -229,17 +237,12 @@ class MultiHeadAttention(keras.layers.Layer):
             logits = logits + ops.cast(ops.logical_not(mask), "float32") * -1e9
         probabilities = ops.softmax(logits, axis=-1)
         dropped = self.dropout_layer(ops.cast(probabilities, values.dtype), training=training)
-        # (B, h, K*Tq, Tk) x (B, h, Tk, d) -> (B, h, K, Tq, d) -> (B, K, Tq, h, d) -> (N, Tq, h, d)
+        # (B, h, K*Tq, Tk) x (B, h, Tk, d) -> (B, h, K*Tq, d) -> (B, h, K, Tq, d)
         dropped = ops.reshape(dropped, (batch, heads, -1, key_length))
         outputs = ops.einsum("bhqs,bhsd->bhqd", dropped, values)
         outputs = ops.reshape(outputs, (batch, heads, -1, query_length, depth))
-        outputs = ops.reshape(ops.transpose(outputs, (0, 2, 3, 1, 4)), query_shape)
-        scores = None
-        if return_scores:
-            # (B, h, K, Tq, Tk) -> (B, K, h, Tq, Tk) -> (N, h, Tq, Tk)
-            scores = ops.transpose(probabilities, (0, 2, 1, 3, 4))
-            scores = ops.reshape(scores, (-1, *ops.shape(scores)[2:]))
-        return outputs, scores
+        scores = _rows_first(probabilities) if return_scores else None
+        return _rows_first(outputs), scores
 
     def compute_output_shape(self, query_shape, value_shape=None, **kwargs):
         return query_shape
@@ -255,22 +258,10 @@ class MultiHeadAttention(keras.layers.Layer):
         }
 
 
-def _write_cache(buffer, new, index):
-    """Writes `(N, h, Tq, d)` keys or values into a `(B, h, T, d)` buffer at `index`.
-
-    With N = B, row b's positions go to `index .. index + Tq - 1`. With one
-    position (Tq = 1) and N = B*K, the K beams of sentence b share its
-    buffer, T = T_max * K slots, and beam k's position `index` goes to slot
-    `index * K + k`: the K beams write one contiguous block.
-    """
-    if new.shape[2] == 1:
-        # (B*K, h, 1, d) -> (B, K, h, d) -> (B, h, K, d)
-        batch = ops.shape(buffer)[0]
-        rows, heads, _, depth = ops.shape(new)
-        beams = rows // batch
-        new = ops.transpose(ops.reshape(new, (batch, beams, heads, depth)), (0, 2, 1, 3))
-        index = index * beams
-    return ops.slice_update(buffer, [0, 0, index, 0], ops.cast(new, buffer.dtype))
+def _rows_first(x):
+    # (B, h, K, Tq, X) -> (B, K, h, Tq, X) -> (B*K, h, Tq, X)
+    x = ops.transpose(x, (0, 2, 1, 3, 4))
+    return ops.reshape(x, (-1, *ops.shape(x)[2:]))
 
 
 def _fused_kernel_supports(dtype):

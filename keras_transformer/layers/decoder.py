@@ -3,16 +3,16 @@
 import keras
 from keras import ops
 
-from keras_transformer.layers.encoder import _TransformerLayer
 from keras_transformer.layers.masks import (
     causal_mask,
     decoder_self_attention_mask,
     key_padding_mask,
 )
+from keras_transformer.layers.transformer_layer import TransformerLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
-class TransformerDecoderLayer(_TransformerLayer):
+class TransformerDecoderLayer(TransformerLayer):
     """Masked self-attention, cross-attention over the encoder, then a feed-forward network.
 
         y = LayerNorm(y + Dropout(MaskedSelfAttention(y)))
@@ -25,17 +25,18 @@ class TransformerDecoderLayer(_TransformerLayer):
     the self-attention keys/values, a pair of `(B, h, T_max, d)` buffers
     updated at `self_attention_cache_update_index` and returned, and the
     cross-attention keys/values of the encoder output, a pair of
-    `(B', h, S, d)` computed once by `compute_cross_attention_cache()`; B may
-    be K times B' (K beams per sentence, adjacent), the beams sharing it.
-    The K beams may also share self-attention buffers of `(B', h, T_max * K,
-    d)`, given with the `self_attention_mask` that says which slots hold
-    each beam's history.
+    `(B, h, S, d)` computed once by `compute_cross_attention_cache()`. The
+    decoder sequence may hold K rows per sentence (K beams, adjacent), B*K
+    rows in all, which share their sentence's cross-attention cache; they
+    may also share self-attention buffers of `(B, h, T_max * K, d)`, given
+    with the `self_attention_mask` that says which slots hold each beam's
+    history.
 
     **Masking**: self-attention is causal (§3.2.3): position i sees positions
     <= i. Without a cache, `decoder_padding_mask` `(B, T)` also hides padded
     target keys; with a cache, keys past the current step are hidden.
     `encoder_padding_mask` `(B, S)` hides padded source keys from
-    cross-attention.
+    cross-attention. `_compute_self_attention_mask` makes the choice.
 
     Args:
         hidden_dim, intermediate_dim, num_heads, dropout, attention_dropout,
@@ -43,25 +44,25 @@ class TransformerDecoderLayer(_TransformerLayer):
             as in `TransformerEncoderLayer`.
 
     Call arguments:
-        decoder_sequence: `(B, T, D)`.
+        decoder_sequence: `(B*K, T, D)`; K = 1 without beams.
         encoder_sequence: `(B, S, D)` encoder output. Unused with a
             cross-attention cache.
         decoder_padding_mask: optional bool `(B, T)`.
-        encoder_padding_mask: optional bool `(B, S)`; `(B', S)` with a
-            cross-attention cache.
-        self_attention_cache: optional pair of `(B, h, T_max, d)`.
+        encoder_padding_mask: optional bool `(B, S)`.
+        self_attention_cache: optional pair of `(B*K, h, T_max, d)`, or of
+            `(B, h, T_max * K, d)` shared by the K beams.
         self_attention_cache_update_index: int scalar, the position of
             `decoder_sequence[:, 0]`; required with `self_attention_cache`.
-        cross_attention_cache: optional pair of `(B', h, S, d)`.
+        cross_attention_cache: optional pair of `(B, h, S, d)`.
         self_attention_mask: optional bool mask replacing the causal one,
-            for self-attention buffers that K beams share (`(B', K, 1,
-            T_max * K)`, see `MultiHeadAttention`).
-        return_attention_scores: bool. Also return a dict of `(B, h, T, .)`
+            for self-attention buffers that K beams share (`(B, K, 1,
+            T_max * K)`, see `cache.py`).
+        return_attention_scores: bool. Also return a dict of `(B*K, h, T, .)`
             probabilities, keys "self_attention" and "cross_attention".
         training: bool.
 
     Returns:
-        `(B, T, D)`; with a self-attention cache `(outputs, cache)`; the
+        `(B*K, T, D)`; with a self-attention cache `(outputs, cache)`; the
         scores dict is appended when requested.
 
     Example:
@@ -89,6 +90,24 @@ class TransformerDecoderLayer(_TransformerLayer):
         """`(B, S, D)` encoder output -> keys and values, a pair of `(B, h, S, d)`."""
         return self.cross_attention.compute_cache(encoder_sequence)
 
+    def _compute_self_attention_mask(
+        self, decoder_sequence, decoder_padding_mask, cache, cache_update_index, given_mask
+    ):
+        """The self-attention mask: the one given (beams sharing buffers), else causal
+        over the cache's `T_max` positions, else causal and padding, else causal."""
+        if cache is not None and cache_update_index is None:
+            raise ValueError(
+                "self_attention_cache_update_index is required with self_attention_cache"
+            )
+        if given_mask is not None:
+            return given_mask
+        length = ops.shape(decoder_sequence)[1]
+        if cache is not None:
+            return causal_mask(length, ops.shape(cache[0])[2], cache_update_index)
+        if decoder_padding_mask is not None:
+            return decoder_self_attention_mask(decoder_padding_mask)
+        return causal_mask(length, length)
+
     def call(
         self,
         decoder_sequence,
@@ -102,21 +121,13 @@ class TransformerDecoderLayer(_TransformerLayer):
         return_attention_scores=False,
         training=None,
     ):
-        length = ops.shape(decoder_sequence)[1]
-        if self_attention_cache is not None and self_attention_cache_update_index is None:
-            raise ValueError(
-                "self_attention_cache_update_index is required with self_attention_cache"
-            )
-        if self_attention_mask is not None:
-            self_mask = self_attention_mask
-        elif self_attention_cache is not None:
-            self_mask = causal_mask(
-                length, ops.shape(self_attention_cache[0])[2], self_attention_cache_update_index
-            )
-        elif decoder_padding_mask is not None:
-            self_mask = decoder_self_attention_mask(decoder_padding_mask)
-        else:
-            self_mask = causal_mask(length, length)
+        self_mask = self._compute_self_attention_mask(
+            decoder_sequence,
+            decoder_padding_mask,
+            self_attention_cache,
+            self_attention_cache_update_index,
+            self_attention_mask,
+        )
         cross_mask = None
         if encoder_padding_mask is not None:
             cross_mask = key_padding_mask(encoder_padding_mask)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_transformer.layers.transformer_layer import check_positive
+
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
 class TokenEmbedding(keras.layers.Layer):
@@ -21,7 +23,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     Args:
         vocab_size: int. V.
-        hidden_dim: int. d_model, the embedding width.
+        hidden_dim: int. D (d_model), the embedding width.
         scale: bool. Multiply looked-up embeddings by sqrt(d_model). Default
             True, as in the paper.
         embeddings_initializer: initializer. Default N(0, d_model^-0.5).
@@ -45,11 +47,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     def __init__(self, vocab_size, hidden_dim, scale=True, embeddings_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        if vocab_size <= 0 or hidden_dim <= 0:
-            raise ValueError(
-                "vocab_size and hidden_dim must be positive. "
-                f"Received: vocab_size={vocab_size}, hidden_dim={hidden_dim}"
-            )
+        check_positive(vocab_size=vocab_size, hidden_dim=hidden_dim)
         self.vocab_size = vocab_size
         self.hidden_dim = hidden_dim
         self.scale = scale

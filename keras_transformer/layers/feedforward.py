@@ -3,6 +3,7 @@
 import keras
 
 from keras_transformer.layers.initializers import clone_initializer
+from keras_transformer.layers.transformer_layer import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -12,8 +13,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
     **Masking**: acts on each position alone; nothing to mask.
 
     Args:
-        hidden_dim: int. d_model, input and output width. Default 512.
-        intermediate_dim: int. d_ff, the inner width. Default 2048.
+        hidden_dim: int. D (d_model), input and output width. Default 512.
+        intermediate_dim: int. F (d_ff), the inner width. Default 2048.
         activation: activation of the inner layer. Default "relu".
         kernel_initializer: initializer, cloned for each of the two
             projections. Default "glorot_uniform".
@@ -42,11 +43,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if hidden_dim <= 0 or intermediate_dim <= 0:
-            raise ValueError(
-                "hidden_dim and intermediate_dim must be positive. "
-                f"Received: hidden_dim={hidden_dim}, intermediate_dim={intermediate_dim}"
-            )
+        check_positive(hidden_dim=hidden_dim, intermediate_dim=intermediate_dim)
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
         self.activation = keras.activations.get(activation)
