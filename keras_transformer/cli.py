@@ -117,7 +117,7 @@ def build_parser():
     )
 
     translate = command("translate", "translate stdin (or --input) to stdout (or --output)")
-    translate.add_argument("--workdir", required=True, help="a trained work directory")
+    model_arguments(translate)
     translate.add_argument("--input", metavar="FILE", help="sentences, one a line (default: stdin)")
     translate.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace --output")
@@ -126,10 +126,17 @@ def build_parser():
         action="store_true",
         help="print TRANSLATION<TAB>SCORE, the length-normalised log-probability",
     )
+    translate.add_argument(
+        "--n-best",
+        type=int,
+        metavar="N",
+        help="print the N best hypotheses of each line as INDEX ||| TRANSLATION ||| SCORE "
+        "(INDEX counts input lines from 0; N at most the beam size)",
+    )
     decoding_arguments(translate)
 
     evaluate = command("evaluate", "translate a test set and print sacreBLEU and chrF")
-    evaluate.add_argument("--workdir", required=True, help="a trained work directory")
+    model_arguments(evaluate)
     corpus_arguments(evaluate, "test", "src", "ref")
     evaluate.add_argument("--corpus", metavar="number-words:LANG", help="its test split")
     evaluate.add_argument("--size", type=int, help="sentences of the built-in test split")
@@ -163,6 +170,19 @@ def build_parser():
         "--check-text", action="append", metavar="TEXT", help="a sentence for --check (repeatable)"
     )
     return parser
+
+
+def model_arguments(sub):
+    """`--workdir` or `--model`: what to translate with."""
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a trained work directory")
+    source.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a .keras file (its tokenizer.model beside it, or --tokenizer), an exported "
+        "SavedModel directory, or a CTranslate2 export",
+    )
+    sub.add_argument("--tokenizer", metavar="FILE", help="the SentencePiece model of --model")
 
 
 def decoding_arguments(sub):

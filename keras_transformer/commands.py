@@ -108,25 +108,51 @@ def train(args):
         print(average_checkpoints_in(args.workdir, args.average_last), flush=True)
 
 
-def load_translator(args):
+def translator_for(args):
+    """The translator `--workdir` or `--model` names, with the decoding flags applied."""
+    overrides = {"beam_size": args.beam_size, "length_penalty": args.length_penalty}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if args.model and os.path.isdir(args.model):
+        return _export_translator(args.model, overrides)
     import keras
 
+    from keras_transformer.config import DecodingConfig
     from keras_transformer.decoding import Translator
     from keras_transformer.tokenization import Tokenizer
 
-    model_path, tokenizer_path, decoding = workdir.model_files(args.workdir)
+    if args.model:  # a .keras file, its tokenizer beside it unless --tokenizer says
+        model_path, decoding = args.model, DecodingConfig()
+        tokenizer_path = args.tokenizer or os.path.join(
+            os.path.dirname(os.path.abspath(args.model)), workdir.TOKENIZER
+        )
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"No model at {model_path}: a .keras file or an export")
+    else:
+        model_path, tokenizer_path, decoding = workdir.model_files(args.workdir)
     model = keras.saving.load_model(model_path, compile=False)
     return Translator(
         model,
         Tokenizer.load(tokenizer_path),
-        beam_size=args.beam_size or decoding.beam_size,
-        length_penalty=(
-            decoding.length_penalty if args.length_penalty is None else args.length_penalty
-        ),
-        max_extra_length=decoding.max_extra_length,
+        decoding,
         batch_size=args.batch_size,
         jit_compile=not args.no_jit,
+        **overrides,
     )
+
+
+def _export_translator(path, overrides):
+    """A SavedModel (its search fixed at export) or a CTranslate2 directory."""
+    from keras_transformer.ctranslate2 import DECODING_FILE, CTranslate2Translator
+    from keras_transformer.serving import load_translator
+
+    if os.path.isfile(os.path.join(path, DECODING_FILE)):
+        return CTranslate2Translator(path, **overrides)
+    if overrides:
+        raise ValueError(
+            f"{path}: a SavedModel's beam size and length penalty are fixed at export; "
+            f"drop {', '.join('--' + key.replace('_', '-') for key in overrides)}"
+        )
+    return load_translator(path)
 
 
 def translate(args):
@@ -134,24 +160,47 @@ def translate(args):
 
     if args.output and os.path.exists(args.output) and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    translator = load_translator(args)
+    translator = translator_for(args)
     # A file is translated whole (sorted by length, batches pad little); stdin streams.
     chunks = [read_lines(args.input)] if args.input else read_chunks(sys.stdin, args.batch_size)
     progress = Progress() if args.input else None
+    write = _n_best_writer(translator, args.n_best) if args.n_best else _writer(translator, args)
     if not args.output:
-        return _translate_chunks(translator, chunks, sys.stdout, args.scores, progress)
+        return _translate_chunks(chunks, sys.stdout, write, progress)
     with workdir.atomic_write(args.output) as temporary:
         with open(temporary, "w", encoding="utf-8") as file:
-            _translate_chunks(translator, chunks, file, args.scores, progress)
+            _translate_chunks(chunks, file, write, progress)
 
 
-def _translate_chunks(translator, chunks, file, scores, progress):
-    """Writes and flushes each chunk's translations (`translation<TAB>score` with `scores`)."""
+def _translate_chunks(chunks, file, write, progress):
+    """Writes and flushes each chunk's translations, in order, before reading the next."""
+    index = 0
     for lines in chunks:
+        write(file, lines, index, progress)
+        index += len(lines)
+        file.flush()
+
+
+def _writer(translator, args):
+    """One line per input: the translation, or `translation<TAB>score` with `--scores`."""
+
+    def write(file, lines, index, progress):
         translations, values = translator.translate(lines, return_scores=True, progress=progress)
         for translation, value in zip(translations, values, strict=True):
-            file.write(f"{translation}\t{value:.4f}\n" if scores else f"{translation}\n")
-        file.flush()
+            file.write(f"{translation}\t{value:.4f}\n" if args.scores else f"{translation}\n")
+
+    return write
+
+
+def _n_best_writer(translator, n):
+    """`INDEX ||| TRANSLATION ||| SCORE` for each of the n best hypotheses, best first."""
+
+    def write(file, lines, index, progress):
+        for offset, hypotheses in enumerate(translator.translate_n_best(lines, n, progress)):
+            for translation, score in hypotheses:
+                file.write(f"{index + offset} ||| {translation} ||| {score:.4f}\n")
+
+    return write
 
 
 def read_chunks(stream, size):
@@ -184,9 +233,9 @@ def evaluate(args):
     pairs = read_pairs(args, "src", "ref", corpus=args.corpus, split="test", size=args.size)
     if pairs is None:
         raise ValueError("No test data: give --src and --ref, or --corpus")
-    translator = load_translator(args)
+    translator = translator_for(args)
     name = os.path.basename(args.src) if args.src else args.corpus.replace(":", "-") + ".test"
-    output = args.output or workdir.path(args.workdir, f"{name}.hyp")
+    output = args.output or os.path.join(args.workdir or ".", f"{name}.hyp")
     if args.output and os.path.exists(output):
         raise FileExistsError(f"{output} exists; choose another --output")
     sources = [source for source, _ in pairs]

@@ -36,7 +36,7 @@ import tempfile
 
 import keras
 
-from keras_transformer import workdir as workdirs
+from keras_transformer import workdir
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.translator import SOURCE_BUCKETS
 from keras_transformer.tokenization import EOS_ID, PAD_ID, Tokenizer
@@ -83,7 +83,7 @@ def export_saved_model(translator_or_workdir, path, version=None, jit_compile=Fa
     with tempfile.TemporaryDirectory(prefix=f".tmp-{version}-", dir=path) as scratch:
         staging = os.path.join(scratch, "export")
         if isinstance(translator_or_workdir, (str, os.PathLike)):
-            sources = workdirs.model_files(os.fspath(translator_or_workdir))
+            sources = workdir.model_files(os.fspath(translator_or_workdir))
             _export_files(*sources, staging, jit_compile)
         elif keras.backend.backend() == "tensorflow":
             _write_saved_model(translator_or_workdir, staging, jit_compile)

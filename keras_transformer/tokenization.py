@@ -129,14 +129,12 @@ class Tokenizer:
 
     def save(self, path, overwrite=False):
         """Writes the SentencePiece model to `path`; refuses to replace a file unless asked."""
+        from keras_transformer.workdir import atomic_write
+
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "wb") as file:
+        with atomic_write(path) as temporary, open(temporary, "wb") as file:
             file.write(self.proto)
-        os.replace(temporary, path)
 
     @classmethod
     def load(cls, path):

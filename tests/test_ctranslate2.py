@@ -111,6 +111,13 @@ def test_the_export_searches_as_our_translator(beam_size, trained, tokenizer, te
     theirs = CTranslate2Translator(out)
     assert theirs.beam_size == beam_size and theirs.length_penalty == 0.6
     assert isinstance(kt.load_translator(out), CTranslate2Translator)
+    # n-best lists: best first, the first the 1-best translation. (Below the best
+    # they may differ from ours: CTranslate2 stops at K finished hypotheses.)
+    sources = [source for source, _ in test_pairs[:20]]
+    n_best = theirs.translate_n_best(sources, beam_size)
+    assert [row[0][0] for row in n_best] == theirs.translate(sources)
+    assert all(1 <= len(row) <= beam_size for row in n_best)
+    assert all([s for _, s in row] == sorted((s for _, s in row), reverse=True) for row in n_best)
     source_ids = translator.encode([source for source, _ in test_pairs])
     ours, exported = best_ids(translator, source_ids), theirs.search(source_ids)
     equal = [a[0] == b[0] for a, b in zip(ours, exported, strict=True)]

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import runs_once
+from translate_checks import check_model_paths_and_n_best
 
 import keras_transformer as kt
 from keras_transformer import cli, run, workdir
@@ -114,6 +115,7 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     assert (out / "1" / "saved_model.pb").is_file()
     loaded = kt.load_translator(str(out)).translate(["seven", ""])
     assert isinstance(loaded[0], str) and loaded[1] == ""
+    check_model_paths_and_n_best(main, work, out / "1", corpus["test.en"], tmp_path, NO_JIT, capsys)
 
 
 def translations_stream_as_lines_arrive(work):

@@ -77,18 +77,24 @@ class CTranslate2Translator(TextTranslator):
         return [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
 
     def translate(self, texts, return_scores=False, progress=None):
-        texts = list(texts)
-        results = self.search(self.encode(texts), progress=progress)
-        translations = [self.tokenizer.decode(ids) for ids, _ in results]
-        scores = [score for _, score in results]
+        best = [hypotheses[0] for hypotheses in self.translate_n_best(texts, 1, progress)]
+        translations, scores = [text for text, _ in best], [score for _, score in best]
         return (translations, scores) if return_scores else translations
 
-    def search(self, source_ids, progress=None):
+    def translate_n_best(self, texts, n, progress=None):
+        """The `n` (at most `beam_size`) best per text, best first: `[[(text, score), ...]]`."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.beam_size:
+            raise ValueError(f"n must be between 1 and beam_size={self.beam_size}. Received: {n!r}")
+        ranked = self.search(self.encode(list(texts)), progress=progress, n=n)
+        return [[(self.tokenizer.decode(ids), score) for ids, score in row] for row in ranked]
+
+    def search(self, source_ids, progress=None, n=None):
         """Token-id inputs (EOS last) -> `[(best hypothesis ids, EOS last; score)]`.
 
-        An input of EOS alone gives `([], 0.0)`, as `Translator` gives "" with score 0.
+        With `n`, a list of the `n` best `(ids, score)` per input instead. An
+        input of EOS alone gives `([], 0.0)`, as `Translator` gives "" with score 0.
         """
-        results = [([], 0.0)] * len(source_ids)
+        results = [[([], 0.0)] for _ in source_ids]
         todo = sorted((i for i, row in enumerate(source_ids) if len(row) > 1),
                       key=lambda i: len(source_ids[i]))  # fmt: skip
         done = 0
@@ -108,28 +114,25 @@ class CTranslate2Translator(TextTranslator):
                 max_decoding_length=cap,
             )
             for i, result in zip(chunk, batch, strict=True):
-                results[i] = self._best(result)
+                results[i] = self._ranked(result)
             done += len(chunk)
             if progress:
                 progress(done, len(todo))
-        return results
+        return [row[0] for row in results] if n is None else [row[:n] for row in results]
 
-    def _best(self, result):
-        """The best hypothesis by log p(Y) / lp(Y), and that score.
+    def _ranked(self, result):
+        """The hypotheses by log p(Y) / lp(Y), best first, with those scores.
 
         As in our search, one cut at the length cap (no EOS) ranks below every
         hypothesis that ended in EOS.
         """
-
-        def normalized(k):
-            length = len(result.hypotheses[k])
-            return result.scores[k] / _gnmt_penalty(length, self.length_penalty)
-
-        def rank(k):
-            return (result.hypotheses[k][-1:] == [self._pieces[EOS_ID]], normalized(k))
-
-        best = max(range(len(result.hypotheses)), key=rank)
-        return [self._ids[piece] for piece in result.hypotheses[best]], float(normalized(best))
+        eos = [self._pieces[EOS_ID]]
+        ranked = []
+        for pieces, log_prob in zip(result.hypotheses, result.scores, strict=True):
+            score = log_prob / _gnmt_penalty(len(pieces), self.length_penalty)
+            ranked.append((pieces[-1:] == eos, score, [self._ids[piece] for piece in pieces]))
+        ranked.sort(key=lambda entry: entry[:2], reverse=True)
+        return [(ids, float(score)) for _, score, ids in ranked]
 
 
 def _same_length_chunks(order, ids, batch_size):

@@ -2,8 +2,6 @@
 
 import logging
 import os
-import sys
-import time
 
 import keras
 import numpy as np
@@ -11,7 +9,7 @@ from keras import ops
 
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.compile import compile_search
-from keras_transformer.decoding.search import beam_search, greedy_search
+from keras_transformer.decoding.search import NEG_INF, beam_search, greedy_search
 from keras_transformer.tokenization import EOS_ID, PAD_ID
 
 logger = logging.getLogger("keras_transformer")
@@ -29,6 +27,16 @@ class TextTranslator:
     def translate(self, texts, return_scores=False, progress=None):
         raise NotImplementedError
 
+    def translate_n_best(self, texts, n, progress=None):
+        """The `n` best hypotheses per text; this translator keeps only the best one."""
+        if n != 1:
+            raise ValueError(
+                f"{type(self).__name__} returns the best hypothesis only; n-best lists "
+                "need the in-process Translator or a CTranslate2 export"
+            )
+        translations, scores = self.translate(texts, return_scores=True, progress=progress)
+        return [[pair] for pair in zip(translations, scores, strict=True)]
+
     def translate_file(self, source_path, output_path, overwrite=False):
         """Translates a file line by line into `output_path`, with a progress line.
 
@@ -36,23 +44,15 @@ class TextTranslator:
         existing `output_path` is kept unless `overwrite=True`.
         """
         from keras_transformer.data.readers import read_lines
+        from keras_transformer.progress import Progress
+        from keras_transformer.workdir import atomic_write
 
         if os.path.exists(output_path) and not overwrite:
             raise FileExistsError(f"{output_path} exists; pass overwrite=True to replace it")
-        lines = read_lines(source_path)
-        began = time.perf_counter()
-
-        def progress(done, total):
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            sys.stderr.write(f"\rtranslated {done}/{total} sentences ({rate:.1f}/s)")
-            sys.stderr.flush()
-
-        translations = self.translate(lines, progress=progress)
-        sys.stderr.write("\n")
-        temporary = f"{output_path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.writelines(f"{line}\n" for line in translations)
-        os.replace(temporary, output_path)
+        translations = self.translate(read_lines(source_path), progress=Progress())
+        with atomic_write(output_path) as temporary:
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.writelines(f"{line}\n" for line in translations)
         return translations
 
 
@@ -177,8 +177,22 @@ class Translator(TextTranslator):
 
     def translate(self, texts, return_scores=False, progress=None):
         """Translates `texts` (list of str): list of str, or `(translations, scores)`."""
+        best = [hypotheses[0] for hypotheses in self.translate_n_best(texts, 1, progress)]
+        translations, scores = [text for text, _ in best], [score for _, score in best]
+        return (translations, scores) if return_scores else translations
+
+    def translate_n_best(self, texts, n, progress=None):
+        """The `n` best hypotheses per text, best first: `[[(translation, score), ...], ...]`.
+
+        `n` is at most the beam size (the search keeps that many); a sentence
+        may get fewer when the search found fewer. A text with no pieces gets
+        `[("", 0.0)]`.
+        """
+        beam_size = self.decoding_config.beam_size
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= beam_size:
+            raise ValueError(f"n must be between 1 and beam_size={beam_size}. Received: n={n!r}")
         texts = list(texts)
-        translations, scores = [""] * len(texts), [0.0] * len(texts)
+        results = [[("", 0.0)] for _ in texts]
         ids = dict(enumerate(self.encode(texts)))
         todo = [i for i in ids if len(ids[i]) > 1]  # more than EOS
         order = sorted(todo, key=lambda i: len(ids[i]))
@@ -188,15 +202,18 @@ class Translator(TextTranslator):
             # Pad to bucket lengths and a power-of-two batch: few compiled shapes.
             length = _round_up(max(len(ids[i]) for i in chunk), SOURCE_BUCKETS)
             length = min(length, self.model.config.max_length)
-            rows = _round_up(len(chunk), [2**n for n in range(16)])
+            rows = _round_up(len(chunk), [2**p for p in range(16)])
             batch = np.full((rows, length), PAD_ID, dtype="int32")
             for row, i in enumerate(chunk):
                 batch[row, : len(ids[i])] = ids[i]
-            sequences, batch_scores = self.translate_ids(batch)
+            sequences, scores = self.translate_ids(batch)
             for row, i in enumerate(chunk):
-                translations[i] = self.tokenizer.decode(sequences[row, 0])
-                scores[i] = float(batch_scores[row, 0])
+                # Slots the search left empty (fewer than K hypotheses) score NEG_INF.
+                kept = [k for k in range(n) if k == 0 or scores[row, k] > NEG_INF / 2]
+                results[i] = [
+                    (self.tokenizer.decode(sequences[row, k]), float(scores[row, k])) for k in kept
+                ]
             done += len(chunk)
             if progress:
                 progress(done, len(todo))
-        return (translations, scores) if return_scores else translations
+        return results

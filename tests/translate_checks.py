@@ -1,0 +1,45 @@
+"""`translate --model` and `--n-best`, checked on the work directory and export of test_workflow.
+
+Two computations each: the same model named by `--workdir` and by `--model`
+(its `.keras` file, its SavedModel), and the n-best list's first entries
+against the 1-best translations.
+"""
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def check_model_paths_and_n_best(main, work, export, source, tmp_path, no_jit, capsys):
+    def translate(*args, name):
+        output = tmp_path / name
+        assert main("translate", *args, "--input", source, "--output", output, *no_jit) == 0
+        return lines(output)
+
+    by_workdir = translate("--workdir", work, "--beam-size", 2, name="workdir.hyp")
+    # The work directory's model.keras, its tokenizer.model found beside it.
+    assert translate("--model", work / "model.keras", "--beam-size", 2, name="keras.hyp") == (
+        by_workdir
+    )
+    # The SavedModel: the work directory's decoding settings, baked in at export.
+    assert translate("--model", export, name="saved.hyp") == translate(
+        "--workdir", work, name="workdir4.hyp"
+    )
+    capsys.readouterr()
+    assert main("translate", "--model", export, "--beam-size", 2, "--input", source) == 2
+    assert "fixed at export" in capsys.readouterr().err
+
+    n_best = translate("--workdir", work, "--beam-size", 2, "--n-best", 2, name="nbest.txt")
+    entries = [line.split(" ||| ") for line in n_best]
+    assert all(len(entry) == 3 for entry in entries), n_best[:3]
+    indices = [int(index) for index, _, _ in entries]
+    assert sorted(set(indices)) == list(range(len(by_workdir))) and indices == sorted(indices)
+    for index, translation in enumerate(by_workdir):
+        hypotheses = [(text, float(score)) for i, text, score in entries if int(i) == index]
+        assert 1 <= len(hypotheses) <= 2 and hypotheses[0][0] == translation
+        assert [score for _, score in hypotheses] == sorted(
+            (score for _, score in hypotheses), reverse=True
+        )
+    assert main("translate", "--workdir", work, "--beam-size", 2, "--n-best", 3,
+                "--input", source) == 2  # fmt: skip
+    assert "n must be between 1 and beam_size=2" in capsys.readouterr().err
