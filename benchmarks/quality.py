@@ -464,7 +464,7 @@ def settings(args, run):
 def recipe_configs(preset, vocab_size, items):
     """The model, training and decoding configs of our recipe with `items` applied."""
     from keras_transformer import DecodingConfig, TrainingConfig, TransformerConfig
-    from keras_transformer.config import apply_overrides
+    from keras_transformer.workdir import apply_overrides
 
     configs = {
         "model": TransformerConfig.preset(preset, vocab_size),

@@ -86,6 +86,12 @@ def build_parser():
         help="override a config field: model.dropout=0.2, training.warmup_steps=1000, beam_size=5",
     )
     train.add_argument(
+        "--precision",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        help="the dtype policy, kept in config.json as training.precision (default: float32; "
+        "a resumed run gives the same)",
+    )
+    train.add_argument(
         "--max-steps", type=int, metavar="N", help="stop after this many optimizer steps"
     )
     train.add_argument(

@@ -44,13 +44,7 @@ def read_pairs(args, src, tgt, tsv=None, corpus=None, split="train", size=None):
 
 
 def train(args):
-    from keras_transformer.config import (
-        DecodingConfig,
-        TrainingConfig,
-        TransformerConfig,
-        apply_overrides,
-        differences,
-    )
+    from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
     from keras_transformer.run import average_checkpoints_in, train
     from keras_transformer.tokenization import Tokenizer
 
@@ -75,10 +69,11 @@ def train(args):
         "training": TrainingConfig(),
         "decoding": DecodingConfig(),
     }
-    configs = apply_overrides(configs, args.set)
+    precision = [f"training.precision={args.precision}"] if args.precision else []
+    configs = workdir.apply_overrides(configs, [*args.set, *precision])
     if os.path.isfile(workdir.path(args.workdir, workdir.CONFIG)):
         stored = workdir.read_config(args.workdir)
-        changed = differences(stored, configs)
+        changed = workdir.differences(stored, configs)
         if changed:
             raise ValueError(
                 f"{args.workdir} holds a run with another config (workdir -> this command):\n  "

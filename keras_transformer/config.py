@@ -202,6 +202,9 @@ class TransformerConfig(_Record):
 PRESETS = ("tiny", "small", "base", "big")
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig(_Record):
     """The training recipe (paper §5). Defaults are the paper's.
@@ -215,6 +218,8 @@ class TrainingConfig(_Record):
         max_tokens: int. Token budget of a batch, per side; the paper uses
             about 25,000 on 8 GPUs, far too many for one CPU, so 4096.
         seed: int. Seeds shuffling, initialization and dropout.
+        precision: str. The model's Keras dtype policy: "float32" (the
+            paper's), "mixed_bfloat16" or "mixed_float16" (with loss scaling).
     """
 
     label_smoothing: float = 0.1
@@ -225,9 +230,14 @@ class TrainingConfig(_Record):
     epsilon: float = 1e-9
     max_tokens: int = 4096
     seed: int = 1234
+    precision: str = "float32"
 
     def __post_init__(self):
         self._check_positive("warmup_steps", "max_tokens")
+        self._check(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}. Received: {self.precision!r}",
+        )
         self._check_fraction("label_smoothing", "beta_1", "beta_2")
         self._check(
             self.learning_rate_scale > 0,
@@ -251,48 +261,3 @@ class DecodingConfig(_Record):
         self._check_positive("beam_size", "max_extra_length")
         value = self.length_penalty
         self._check(value >= 0, f"length_penalty must be >= 0. Received: length_penalty={value!r}")
-
-
-def apply_overrides(configs, assignments):
-    """Applies `["key=value", ...]` to a dict of records such as `config.json`'s.
-
-    A key is `section.field` (`model.dropout`, `training.warmup_steps`,
-    `decoding.beam_size`) or a bare field name that only one section has.
-
-    Returns:
-        A new dict of records.
-    """
-    configs = dict(configs)
-    grouped = {}
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        section, dot, field = key.strip().rpartition(".")
-        if not sep:
-            raise ValueError(f"Expected key=value, received {assignment!r}")
-        if not dot:
-            owners = [name for name, record in configs.items() if field in record.to_dict()]
-            if len(owners) != 1:
-                known = sorted(f"{name}.{f}" for name, r in configs.items() for f in r.to_dict())
-                reason = "is ambiguous" if owners else "is unknown"
-                raise ValueError(f"Key {field!r} in {assignment!r} {reason}. Known keys: {known}")
-            section = owners[0]
-        if section not in configs:
-            raise ValueError(
-                f"Unknown section {section!r} in {assignment!r}. Sections: {sorted(configs)}"
-            )
-        grouped.setdefault(section, []).append(f"{field}={value}")
-    for section, items in grouped.items():
-        configs[section] = configs[section].override(items)
-    return configs
-
-
-def differences(old, new):
-    """`["section.field: old -> new", ...]` between two dicts of records."""
-    lines = []
-    for section in sorted(set(old) | set(new)):
-        before = old[section].to_dict() if section in old else {}
-        after = new[section].to_dict() if section in new else {}
-        for field in sorted(set(before) | set(after)):
-            if before.get(field) != after.get(field):
-                lines.append(f"{section}.{field}: {before.get(field)!r} -> {after.get(field)!r}")
-    return lines

@@ -108,7 +108,8 @@ def train(
             drop_remainder=False,
         )  # fmt: skip
 
-    model = compile_model(build_transformer(config), training, jit_compile=jit_compile)
+    model = build_transformer(config, dtype=training.precision)
+    model = compile_model(model, training, jit_compile=jit_compile)
     run = _Run(
         model, directory, tokenizer, corpus, valid_dataset,
         valid_sample=list(valid_pairs or [])[:validation_sample],
@@ -252,7 +253,9 @@ def average_checkpoints_in(directory, last=5):
         raise FileNotFoundError(f"No checkpoints in {folder}")
     chosen = found[-last:]
     configs = workdir.read_config(directory)
-    model = compile_model(build_transformer(configs["model"]), configs["training"])
+    training = configs["training"]
+    model = build_transformer(configs["model"], dtype=training.precision)
+    model = compile_model(model, training)
     average_checkpoints(model, [path for _, path in chosen])
     target = save_model(model, directory)
     steps = ", ".join(str(step) for step, _ in chosen)

@@ -128,3 +128,48 @@ def _number(text):
         return float(text)
     except (TypeError, ValueError):
         return None
+
+
+def apply_overrides(configs, assignments):
+    """Applies `--set` assignments, `["key=value", ...]`, to a dict of records as `config.json`'s.
+
+    A key is `section.field` (`model.dropout`, `training.warmup_steps`,
+    `decoding.beam_size`) or a bare field name that only one section has.
+
+    Returns:
+        A new dict of records.
+    """
+    configs = dict(configs)
+    grouped = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        section, dot, field = key.strip().rpartition(".")
+        if not sep:
+            raise ValueError(f"Expected key=value, received {assignment!r}")
+        if not dot:
+            owners = [name for name, record in configs.items() if field in record.to_dict()]
+            if len(owners) != 1:
+                known = sorted(f"{name}.{f}" for name, r in configs.items() for f in r.to_dict())
+                reason = "is ambiguous" if owners else "is unknown"
+                raise ValueError(f"Key {field!r} in {assignment!r} {reason}. Known keys: {known}")
+            section = owners[0]
+        if section not in configs:
+            raise ValueError(
+                f"Unknown section {section!r} in {assignment!r}. Sections: {sorted(configs)}"
+            )
+        grouped.setdefault(section, []).append(f"{field}={value}")
+    for section, items in grouped.items():
+        configs[section] = configs[section].override(items)
+    return configs
+
+
+def differences(old, new):
+    """`["section.field: old -> new", ...]` between two dicts of records."""
+    lines = []
+    for section in sorted(set(old) | set(new)):
+        before = old[section].to_dict() if section in old else {}
+        after = new[section].to_dict() if section in new else {}
+        for field in sorted(set(before) | set(after)):
+            if before.get(field) != after.get(field):
+                lines.append(f"{section}.{field}: {before.get(field)!r} -> {after.get(field)!r}")
+    return lines

@@ -13,7 +13,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import random_ids, to_numpy
+from helpers import random_ids, runs_once, to_numpy
 from keras import ops
 
 import keras_transformer as kt
@@ -205,3 +205,42 @@ def test_loss_and_metrics_compute_in_float32_from_half_precision_logits():
         reference.update_state(labels, logits)
         assert keras.backend.standardize_dtype(metric.result().dtype) == "float32"
         np.testing.assert_allclose(to_numpy(metric.result()), to_numpy(reference.result()), 1e-5)
+
+
+def test_a_mixed_bfloat16_model_learns_copy_or_reverse():
+    from test_training import FIRST_SYMBOL, NUM_SYMBOLS, copy_or_reverse
+
+    config = kt.TransformerConfig.tiny(
+        vocab_size=FIRST_SYMBOL + NUM_SYMBOLS, hidden_dim=64, intermediate_dim=128, dropout=0.0
+    )
+    model = kt.build_transformer(config, dtype="mixed_bfloat16")
+    kt.compile_model(model, kt.TrainingConfig(warmup_steps=200, learning_rate_scale=0.5))
+    x, y = copy_or_reverse(np.random.default_rng(0), 64 * 800)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    x_test, y_test = copy_or_reverse(np.random.default_rng(1), 512)
+    results = model.evaluate(x_test, y_test, batch_size=128, verbose=0, return_dict=True)
+    # The float32 test's recipe and threshold. Measured in bfloat16 after these 800
+    # steps with five initialization seeds on an Intel Xeon with AMX: 0.987-0.999 on
+    # JAX, 0.989-0.999 on TensorFlow; the threshold keeps 0.036 below the lowest.
+    assert results["accuracy"] > 0.95, results
+
+
+@runs_once
+def test_train_precision_is_recorded_and_kept_by_average(tmp_path):
+    from keras_transformer import cli, workdir
+
+    work = tmp_path / "run"
+    arguments = [
+        "train", "--corpus", "number-words:de", "--train-size", "300", "--workdir", work,
+        "--preset", "tiny", "--vocab-size", "100", "--set", "model.max_length=32",
+        "--set", "max_tokens=256", "--set", "warmup_steps=10", "--max-steps", "2",
+        "--checkpoint-every", "1", "--precision", "mixed_bfloat16",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in arguments]) == 0
+    assert workdir.read_config(str(work))["training"].precision == "mixed_bfloat16"
+    trained = keras.saving.load_model(str(work / "model.keras"), compile=False)
+    assert trained.dtype_policy.name == "mixed_bfloat16"
+    assert cli.main(["average", "--workdir", str(work), "--last", "2"]) == 0
+    averaged = keras.saving.load_model(str(work / "model.keras"), compile=False)
+    assert averaged.dtype_policy.name == "mixed_bfloat16"
+    assert all(v.dtype == "float32" for v in averaged.trainable_variables)

@@ -241,6 +241,8 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
           says="'colour'")  # fmt: skip
     fails("train", *data, *TINY, "--set", "warmup_steps=soon", "--max-steps", 1,
           says="warmup_steps='soon'")  # fmt: skip
+    fails("train", *data, *TINY, "--set", "precision=float64", "--max-steps", 1,
+          says="Received: 'float64'")  # fmt: skip
     assert not work.exists()  # nothing was written by the refused commands
 
     fails("translate", "--workdir", work, says="is not a work directory")
@@ -251,6 +253,8 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
     )  # fmt: skip
     config_before = (work / "config.json").read_text()
     fails("train", *data, *TINY, "--max-steps", 1, says="model.max_length: 64 -> 32")
+    fails("train", *data, *TINY, "--precision", "mixed_bfloat16", "--max-steps", 1,
+          says="training.precision: 'float32' -> 'mixed_bfloat16'")  # fmt: skip
     assert (work / "config.json").read_text() == config_before
     fails("translate", "--workdir", work, says="model.keras is missing")
 
