@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_transformer import workdir
+from keras_transformer.tokenization import PAD_ID
 
 
 def optimizer_step(model):
@@ -64,14 +65,26 @@ class StopAt(keras.callbacks.Callback):
 
 
 class Validation(keras.callbacks.Callback):
-    """Adds `step`, `minutes`, `val_bleu` and `val_chrf` (greedy, on a sample) to the logs."""
+    """Adds `step`, `minutes`, `val_bleu` and `val_chrf` (greedy, on a sample) to the logs.
 
-    def __init__(self, tokenizer, pairs, minutes_before, jit_compile):
+    At each epoch's end (Keras adds `val_loss` then), and with `every`, also
+    every `every` optimizer steps, with `val_loss` computed here: the
+    label-smoothed loss over the validation set's target tokens.
+    """
+
+    def __init__(self, tokenizer, pairs, minutes_before, jit_compile, every=0, dataset=None):
         super().__init__()
-        self.jit_compile = jit_compile
+        self.jit_compile, self.every, self.dataset = jit_compile, every, dataset
         self.tokenizer, self.pairs = tokenizer, pairs
         self.began = time.monotonic() - 60 * minutes_before
         self.translator = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = optimizer_step(self.model)
+        if self.every and step % self.every == 0 and logs is not None:
+            if self.dataset is not None:
+                logs["val_loss"] = self.loss()
+            self.on_epoch_end(None, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_transformer.decoding.translator import Translator
@@ -88,6 +101,52 @@ class Validation(keras.callbacks.Callback):
             hypotheses = self.translator.translate([source for source, _ in self.pairs])
             scores = score(hypotheses, [target for _, target in self.pairs])
             logs["val_bleu"], logs["val_chrf"] = scores.bleu, scores.chrf
+
+    def loss(self):
+        """The model's loss over the validation set, weighted by target tokens."""
+        total = tokens = 0.0
+        for inputs, labels in self.dataset:
+            inputs, labels = {k: np.asarray(v) for k, v in inputs.items()}, np.asarray(labels)
+            count = float(np.sum(labels != PAD_ID))
+            logits = self.model(inputs, training=False)
+            total += float(keras.ops.convert_to_numpy(self.model.loss(labels, logits))) * count
+            tokens += count
+        return total / max(tokens, 1.0)
+
+
+class StepLog(keras.callbacks.Callback):
+    """Every `every` steps: `learning_rate` and `tokens_per_s` into the logs, and a row in
+    `logs/steps.csv` (step, minutes, loss, learning rate, tokens/s, validation when it ran).
+
+    Before `TensorBoard(update_freq=every)`, which writes the same scalars per
+    step. tokens/s counts target tokens, at the epoch's mean per batch.
+    """
+
+    def __init__(self, directory, every, tokens_per_batch, minutes_before):
+        super().__init__()
+        self.path = workdir.path(directory, workdir.STEPS)
+        self.every, self.tokens_per_batch = every, tokens_per_batch
+        self.began = time.monotonic() - 60 * minutes_before
+        self.last = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step, now = optimizer_step(self.model), time.monotonic()
+        validated = "val_loss" in (logs or {}) or "val_bleu" in (logs or {})
+        if logs is None or (step % self.every and not validated):
+            return
+        if self.last is not None and step > self.last[0]:
+            logs["tokens_per_s"] = (
+                (step - self.last[0]) * self.tokens_per_batch / (now - self.last[1])
+            )
+        self.last = (step, now)
+        schedule = self.model.optimizer.learning_rate
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(schedule))
+        row = {"step": step, "minutes": (now - self.began) / 60, **logs}
+        workdir.append_row(self.path, row, STEP_COLUMNS)
+
+
+STEP_COLUMNS = ("step", "minutes", "loss", "learning_rate", "tokens_per_s", "val_loss",
+                "val_bleu", "val_chrf")  # fmt: skip
 
 
 class LogLines(keras.callbacks.Callback):

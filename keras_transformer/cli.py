@@ -115,6 +115,13 @@ def build_parser():
         help="steps between progress lines when stdout is not a terminal (a log file)",
     )
     train.add_argument(
+        "--validate-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also validate (loss, greedy BLEU on the sample) every STEPS steps; 0: per epoch",
+    )
+    train.add_argument(
         "--average-last",
         type=int,
         default=0,

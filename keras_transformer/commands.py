@@ -97,6 +97,7 @@ def train(args):
         keep_checkpoints=args.keep_checkpoints,
         jit_compile=not args.no_jit,
         log_every=None if is_terminal(sys.stdout) else args.log_every,
+        validate_every=args.validate_every,
     )
     print(f"Wrote {workdir.path(args.workdir, workdir.MODEL)}", flush=True)
     if args.average_last:

@@ -10,7 +10,14 @@ import keras
 import numpy as np
 
 from keras_transformer import workdir
-from keras_transformer.callbacks import Checkpoints, LogLines, StopAt, Validation, optimizer_step
+from keras_transformer.callbacks import (
+    Checkpoints,
+    LogLines,
+    StepLog,
+    StopAt,
+    Validation,
+    optimizer_step,
+)
 from keras_transformer.training import compile_model
 
 
@@ -37,6 +44,7 @@ class _Run:
     jit_compile: bool
     verbose: object  # model.fit's
     log_every: int  # steps between plain progress lines, or None
+    validate_every: int  # steps between validations (0: each epoch only)
 
 
 def train(
@@ -53,6 +61,7 @@ def train(
     validation_sample=200,
     verbose="auto",
     log_every=None,
+    validate_every=0,
 ):
     """Trains (or resumes) the model described by the work directory's `config.json`.
 
@@ -77,6 +86,8 @@ def train(
         log_every: int. Plain lines every `log_every` steps and one per
             epoch instead of Keras's progress bar (redrawn with terminal
             escapes), for output to a log file.
+        validate_every: int. Also validate (loss, greedy BLEU) every this
+            many steps, not only at each epoch's end; 0: per epoch only.
 
     Returns:
         The `Transformer`, trained.
@@ -118,6 +129,7 @@ def train(
         time_budget=time_budget, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, minutes_before=0.0,
         jit_compile=jit_compile, verbose=0 if log_every else verbose, log_every=log_every,
+        validate_every=validate_every,
     )  # fmt: skip
     found = workdir.checkpoints(directory)
     if found:
@@ -138,13 +150,22 @@ def _fit(run):
     saver = Checkpoints(run.directory, run.checkpoint_every, run.keep_checkpoints)
     logs = workdir.path(run.directory, workdir.LOGS)
     os.makedirs(logs, exist_ok=True)
+    every = run.log_every or 100
     callbacks = [
         saver,
         StopAt(run.total, 60 * run.time_budget if run.time_budget else None),
         # Before the loggers, so that they see val_bleu.
-        Validation(run.tokenizer, run.valid_sample, run.minutes_before, run.jit_compile),
+        Validation(
+            run.tokenizer,
+            run.valid_sample,
+            run.minutes_before,
+            run.jit_compile,
+            every=run.validate_every,
+            dataset=run.valid_dataset,
+        ),  # fmt: skip
+        StepLog(run.directory, every, run.corpus.target_tokens / per_epoch, run.minutes_before),
         keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
-        keras.callbacks.TensorBoard(logs),
+        keras.callbacks.TensorBoard(logs, update_freq=every),
     ]
     if run.log_every:  # after validation: its epoch line shows val_bleu
         callbacks.append(LogLines(run.log_every, run.total))
@@ -203,7 +224,7 @@ def _plot(directory):
     history = workdir.path(directory, workdir.HISTORY)
     if os.path.isfile(history):
         png = workdir.path(directory, os.path.join(workdir.LOGS, "learning_curve.png"))
-        plot_learning_curve(history, png)
+        plot_learning_curve([history, workdir.path(directory, workdir.STEPS)], png)
 
 
 def save_model(model, directory):

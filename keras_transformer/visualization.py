@@ -19,13 +19,18 @@ def plot_learning_curve(history_csv, png_path, loss_label="label-smoothed cross-
     """Training and validation loss, and validation BLEU, against steps and minutes.
 
     Args:
-        history_csv: the `CSVLogger` file `train()` writes (`logs/history.csv`),
-            with `step`, `minutes`, `loss` and, when validating, `val_loss`
-            and `val_bleu` columns.
+        history_csv: a CSV file, or a list of them, with `step`, `minutes`,
+            `loss` and, when validating, `val_loss` and `val_bleu` columns:
+            `train()` writes `logs/history.csv` (a row per epoch) and
+            `logs/steps.csv` (every few steps); their rows are merged by step.
         png_path: str. Where to write the PNG.
         loss_label: str. What the `loss` column is, for the axis label.
     """
-    rows = read_history(history_csv)
+    paths = [history_csv] if isinstance(history_csv, str) else list(history_csv)
+    rows = sorted(
+        (row for path in paths for row in read_history(path) if row.get("step") is not None),
+        key=lambda row: row["step"],
+    )
     if not rows:
         return None
 
@@ -49,7 +54,8 @@ def plot_learning_curve(history_csv, png_path, loss_label="label-smoothed cross-
                     (a, b) for a, b in zip(x, column(name), strict=True) if None not in (a, b)
                 ]
                 if points:
-                    axis.plot(*zip(*points, strict=True), marker="o", label=label)
+                    marker = "o" if len(points) <= 40 else None
+                    axis.plot(*zip(*points, strict=True), marker=marker, label=label)
             axis.set_xlabel(x_label)
             axis.set_ylabel(y_label)
             if axis.get_lines():

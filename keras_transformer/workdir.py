@@ -24,7 +24,8 @@ TOKENIZER = "tokenizer.model"
 MODEL = "model.keras"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
-HISTORY = os.path.join(LOGS, "history.csv")
+HISTORY = os.path.join(LOGS, "history.csv")  # a row per epoch (Keras's CSVLogger)
+STEPS = os.path.join(LOGS, "steps.csv")  # a row every --log-every steps and per validation
 CHECKPOINT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 
 SECTIONS = {"model": TransformerConfig, "training": TrainingConfig, "decoding": DecodingConfig}
@@ -109,6 +110,17 @@ def checkpoints(directory):
         if match:
             found.append((int(match.group(1)), os.path.join(folder, name)))
     return sorted(found)
+
+
+def append_row(csv_path, row, columns):
+    """Appends `row` (a dict; missing and None cells stay empty) to a CSV file with `columns`."""
+    new = not os.path.isfile(csv_path)
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    with open(csv_path, "a", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        if new:
+            writer.writerow(columns)
+        writer.writerow(["" if row.get(name) is None else float(row[name]) for name in columns])
 
 
 def read_history(history_csv):

@@ -71,6 +71,7 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
         "train", "--src", corpus["train.en"], "--tgt", corpus["train.de"],
         "--valid-src", corpus["valid.en"], "--valid-tgt", corpus["valid.de"],
         "--workdir", work, *TINY, "--max-steps", 6, "--checkpoint-every", 3, "--log-every", 2,
+        "--validate-every", 3,
     )  # fmt: skip
     assert status == 0
     # Output to a file (here captured): whole lines, no progress-bar redraws.
@@ -88,6 +89,12 @@ def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monke
     history = (work / "logs" / "history.csv").read_text().splitlines()
     assert "val_bleu" in history[0] and "val_loss" in history[0] and len(history) > 1
     assert (work / "logs" / "learning_curve.png").stat().st_size > 1000
+    steps = workdir.read_history(str(work / "logs" / "steps.csv"))  # every 2 steps, and 3 and 6
+    assert [row["step"] for row in steps] == [2, 3, 4, 6]
+    assert [row["step"] for row in steps if row["val_loss"] and row["val_bleu"] is not None] == [
+        3, 6
+    ]  # fmt: skip
+    assert all(row["learning_rate"] > 0 for row in steps) and steps[-1]["tokens_per_s"] > 0
 
     hypotheses = tmp_path / "test.hyp"
     assert main("translate", "--workdir", work, "--input", corpus["test.en"],

@@ -114,6 +114,7 @@ class BatchedCorpus:
 
     Attributes:
         batches_per_epoch: int.
+        target_tokens: int. Target tokens (EOS included, no padding) in an epoch's pairs.
     """
 
     def __init__(self, pairs, tokenizer, max_tokens, max_length, buckets=DEFAULT_BUCKETS, *,
@@ -142,6 +143,7 @@ class BatchedCorpus:
         self.batches_per_epoch = count_batches(
             sources, targets, self.boundaries, max_tokens, drop_remainder
         )
+        self.target_tokens = sum(map(len, targets))
         self.count, self.sources, self.targets = len(sources), _ragged(sources), _ragged(targets)
 
     def dataset(self, epochs=None):
