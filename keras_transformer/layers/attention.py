@@ -85,7 +85,7 @@ class MultiHeadAttention(keras.layers.Layer):
     Example:
         >>> attention = MultiHeadAttention(num_heads=2, hidden_dim=8)
         >>> x = keras.ops.ones((1, 3, 8))
-        >>> attention(x, x).shape
+        >>> tuple(attention(x, x).shape)
         (1, 3, 8)
 
     References:

@@ -67,7 +67,7 @@ class TransformerDecoderLayer(TransformerLayer):
 
     Example:
         >>> layer = TransformerDecoderLayer(hidden_dim=8, intermediate_dim=16, num_heads=2)
-        >>> layer(keras.ops.ones((2, 4, 8)), keras.ops.ones((2, 5, 8))).shape
+        >>> tuple(layer(keras.ops.ones((2, 4, 8)), keras.ops.ones((2, 5, 8))).shape)
         (2, 4, 8)
 
     References:

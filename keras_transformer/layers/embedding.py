@@ -38,7 +38,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     Example:
         >>> embedding = TokenEmbedding(vocab_size=100, hidden_dim=16)
-        >>> embedding(keras.ops.ones((2, 5), "int32")).shape
+        >>> tuple(embedding(keras.ops.ones((2, 5), "int32")).shape)
         (2, 5, 16)
 
     References:

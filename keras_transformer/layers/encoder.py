@@ -43,7 +43,7 @@ class TransformerEncoderLayer(TransformerLayer):
 
     Example:
         >>> layer = TransformerEncoderLayer(hidden_dim=8, intermediate_dim=16, num_heads=2)
-        >>> layer(keras.ops.ones((2, 5, 8))).shape
+        >>> tuple(layer(keras.ops.ones((2, 5, 8))).shape)
         (2, 5, 8)
 
     References:

@@ -26,8 +26,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
         `(B, T, D)`.
 
     Example:
-        >>> PositionwiseFeedForward(hidden_dim=8, intermediate_dim=32)(
-        ...     keras.ops.ones((2, 3, 8))).shape
+        >>> layer = PositionwiseFeedForward(hidden_dim=8, intermediate_dim=32)
+        >>> tuple(layer(keras.ops.ones((2, 3, 8))).shape)
         (2, 3, 8)
 
     References:

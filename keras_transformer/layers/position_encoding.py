@@ -33,7 +33,7 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
 
     Example:
         >>> embeddings = keras.ops.zeros((2, 5, 16))
-        >>> SinusoidalPositionEncoding()(embeddings).shape
+        >>> tuple(SinusoidalPositionEncoding()(embeddings).shape)
         (2, 5, 16)
 
     References:
