@@ -93,13 +93,16 @@ def test_pairs():
 
 
 def best_ids(translator, source_ids):
-    """Our search, one sentence at a time: `[(ids up to EOS, score)]`."""
+    """Our search on the padded batch (each row capped by its own length): `[(ids, score)]`."""
+    batch = np.full((len(source_ids), max(map(len, source_ids))), kt.PAD_ID, "int32")
+    for row, ids in enumerate(source_ids):
+        batch[row, : len(ids)] = ids
+    sequences, scores = translator.translate_ids(batch)
     results = []
-    for row in source_ids:
-        sequences, scores = translator.translate_ids(np.array([row], "int32"))
-        ids = [int(token) for token in sequences[0, 0] if token != kt.PAD_ID]
+    for row in range(len(source_ids)):
+        ids = [int(token) for token in sequences[row, 0] if token != kt.PAD_ID]
         results.append((ids[: ids.index(kt.EOS_ID) + 1] if kt.EOS_ID in ids else ids,
-                        float(scores[0, 0])))  # fmt: skip
+                        float(scores[row, 0])))  # fmt: skip
     return results
 
 
