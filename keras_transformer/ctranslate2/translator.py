@@ -4,7 +4,7 @@ import json
 import os
 
 from keras_transformer.ctranslate2.convert import DECODING_FILE, TOKENIZER_FILE, import_ctranslate2
-from keras_transformer.decoding.translator import TextTranslator
+from keras_transformer.decoding.translator import TextTranslator, encode_truncated
 from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
@@ -72,9 +72,7 @@ class CTranslate2Translator(TextTranslator):
 
     def encode(self, texts):
         """Token ids per text, EOS last, truncated to `max_length` as `Translator` does."""
-        limit = self.max_length
-        ids = self.tokenizer.encode(list(texts))
-        return [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
+        return encode_truncated(self.tokenizer, texts, self.max_length)
 
     def translate(self, texts, return_scores=False, progress=None):
         best = [hypotheses[0] for hypotheses in self.translate_n_best(texts, 1, progress)]

@@ -21,6 +21,19 @@ def _round_up(value, choices):
     return next((c for c in choices if c >= value), value)
 
 
+def encode_truncated(tokenizer, texts, limit):
+    """Token ids per text, EOS last; one longer than `limit` keeps `limit - 1` pieces, then
+    EOS (with a warning). The rule every translator and the exported graph share."""
+    ids = tokenizer.encode(list(texts))
+    truncated = sum(len(row) > limit for row in ids)
+    if truncated:
+        logger.warning(
+            "Truncated %d input(s) longer than the model's max_length=%d tokens", truncated, limit
+        )
+        ids = [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
+    return ids
+
+
 class TextTranslator:
     """What every translator offers on top of `translate`: translating a file."""
 
@@ -152,17 +165,7 @@ class Translator(TextTranslator):
 
     def encode(self, texts):
         """Token ids per text, truncated to the model's `max_length` (with a warning)."""
-        limit = self.model.config.max_length
-        ids = self.tokenizer.encode(list(texts))
-        truncated = sum(len(row) > limit for row in ids)
-        if truncated:
-            logger.warning(
-                "Truncated %d input(s) longer than the model's max_length=%d tokens",
-                truncated,
-                limit,
-            )
-            ids = [row if len(row) <= limit else [*row[: limit - 1], EOS_ID] for row in ids]
-        return ids
+        return encode_truncated(self.tokenizer, texts, self.model.config.max_length)
 
     def translate_ids(self, source_ids):
         """Searches one padded `(B, S)` batch: returns `(B, K, T)` ids and `(B, K)` scores."""
