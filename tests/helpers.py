@@ -9,9 +9,12 @@ import pytest
 
 import keras_transformer as kt
 
-# For a test that does not depend on the backend: it runs in one pass of the suite.
+# For a test that does not depend on the backend (the command line end to end,
+# several processes, the C runtime): it runs in one pass of the suite, the
+# PyTorch one, whose eager tiny models start quickest.
 runs_once = pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="does not depend on the backend; runs in the JAX pass"
+    keras.backend.backend() != "torch",
+    reason="does not depend on the backend; runs in the PyTorch pass",
 )
 
 

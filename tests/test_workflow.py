@@ -1,8 +1,9 @@
 """The command line end to end: train, resume after a kill, translate, evaluate, average, export.
 
-Training runs in-process through `cli.main` (the current backend), except the
-resume test's killed and resumed runs, which are real `keras-transformer train`
-processes.
+Training runs in-process through `cli.main`, except the resume test's killed
+and resumed runs, which are real `keras-transformer train` processes. The
+command line does not depend on the backend, so the runs are made once, in the
+PyTorch pass; each backend's training is tested in test_training.py.
 """
 
 import json
@@ -58,6 +59,7 @@ def weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
 
 
+@runs_once
 def test_train_translate_evaluate_average_export(corpus, tmp_path, capsys, monkeypatch):
     tokenized = []
     tokenize_pairs = pipeline.tokenize_pairs
@@ -176,6 +178,7 @@ def train_arguments(corpus, work, max_steps):
             "--checkpoint-every", "2"]  # fmt: skip
 
 
+@runs_once
 def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": keras.backend.backend()}
     steps = 10
@@ -213,6 +216,7 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@runs_once
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
     work = tmp_path / "nan"
     status = main(
