@@ -37,7 +37,7 @@ wheel-check: $(VENV)/.installed
 DEMO_BACKEND ?= jax
 DEMO_WORKDIR ?= runs/number-words-en-de
 DEMO_EXPORT ?= saved_models/number-words-en-de
-KT := TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m keras_transformer
+KT := TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m keras_transformer_cli
 
 demo: $(VENV)/.installed
 	$(KT) train --backend $(DEMO_BACKEND) --corpus number-words:de --workdir $(DEMO_WORKDIR) \

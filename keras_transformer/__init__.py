@@ -12,22 +12,25 @@ Attention's two sides are Tq (queries) and Tk (keys): T or S.
 
 The input pipeline (`data`), export and serving need TensorFlow; they are
 imported on first use, so that the layers and the model load without it on
-JAX and PyTorch.
+JAX and PyTorch. The rest (`keras_transformer.api`) loads with the package,
+which registers every class a `.keras` file names: after `import
+keras_transformer`, `keras.saving.load_model` reads this package's models.
+The command line alone defers it (see `keras_transformer_cli`).
 """
 
 import importlib
-
-from keras_transformer import decoding, layers, workdir
-from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
-from keras_transformer.decoding import Translator
-from keras_transformer.losses import LabelSmoothedCrossEntropy
-from keras_transformer.metrics import MaskedAccuracy, Perplexity
-from keras_transformer.model import Transformer, build_transformer
-from keras_transformer.schedules import TransformerSchedule
-from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from keras_transformer.training import compile_model, create_optimizer
+import os
 
 __version__ = "0.2.0"
+
+# Set only while the `keras-transformer` launcher imports the package: its
+# arguments are parsed before Keras loads, then it imports the API itself.
+_API = ()
+if "KERAS_TRANSFORMER_DEFER_API" not in os.environ:
+    from keras_transformer import api
+    from keras_transformer.api import *  # noqa: F403
+
+    _API = api.__all__
 
 # Name -> the module that defines it, imported when the name is first read.
 _LAZY = {
@@ -50,28 +53,4 @@ def __dir__():
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = [
-    "BOS_ID",
-    "EOS_ID",
-    "PAD_ID",
-    "UNK_ID",
-    "DecodingConfig",
-    "LabelSmoothedCrossEntropy",
-    "MaskedAccuracy",
-    "Perplexity",
-    "TrainingConfig",
-    "Transformer",
-    "TransformerConfig",
-    "TransformerSchedule",
-    "Tokenizer",
-    "Translator",
-    "build_transformer",
-    "compile_model",
-    "create_optimizer",
-    "data",
-    "export_saved_model",
-    "load_translator",
-    "decoding",
-    "layers",
-    "workdir",
-]
+__all__ = [*_API, *_LAZY]

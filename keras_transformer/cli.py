@@ -1,4 +1,4 @@
-"""The `keras-transformer` command line (wiring only; also `python -m keras_transformer`).
+"""The `keras-transformer` command line (wiring only).
 
     keras-transformer train --src train.en --tgt train.de --workdir runs/en-de --preset small \
         [--valid-src F --valid-tgt F] [--set key=value ...] \
@@ -12,9 +12,12 @@
 `--backend tensorflow|jax|torch` picks the Keras backend. `--corpus
 number-words:de` (fr, es) uses the built-in corpus instead of files.
 
-Arguments are parsed before Keras is imported, so `--help` is quick and
-`--backend` is set in this process; a failure prints one line and exits 1
-(or 2 for bad input), `--debug` shows its traceback.
+The `keras-transformer` command starts in `keras_transformer_cli`, which
+imports this module before Keras: arguments are parsed first, so `--help` is
+quick and `--backend` is set in this process. (Started as `python -m
+keras_transformer`, the package has imported Keras already, and a different
+`--backend` runs the command again in a new process.) A failure prints one
+line and exits 1 (or 2 for bad input); `--debug` shows its traceback.
 """
 
 import argparse
@@ -214,7 +217,8 @@ def main(argv=None):
         status = _use_backend(args.backend, argv)
         if status is not None:
             return status
-        from keras_transformer import commands
+        # Keras, and every class a .keras file names, registered before a command reads one.
+        from keras_transformer import api, commands  # noqa: F401
 
         getattr(commands, args.command)(args)
     except KeyboardInterrupt:

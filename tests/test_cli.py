@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
+import keras
 import pytest
-from helpers import runs_once
+from helpers import run_python, runs_once
 
 import keras_transformer as kt
 from keras_transformer import cli, commands
@@ -13,9 +14,9 @@ from keras_transformer.progress import Progress
 
 
 def test_presets_print_the_configs():
-    # The installed entry point, in a process of its own.
+    # The installed command's launcher, in a process of its own.
     result = subprocess.run(
-        [sys.executable, "-m", "keras_transformer", "presets", "--vocab-size", "100"],
+        [sys.executable, "-m", "keras_transformer_cli", "presets", "--vocab-size", "100"],
         capture_output=True,
         text=True,
     )
@@ -23,6 +24,36 @@ def test_presets_print_the_configs():
     configs = json.loads(result.stdout)
     assert kt.TransformerConfig.from_dict(configs["big"]) == kt.TransformerConfig.big(100)
     assert set(configs) == {"tiny", "small", "base", "big"}
+
+
+@runs_once
+def test_the_command_parses_before_keras_loads_and_sets_the_backend_in_this_process():
+    code = (
+        "import os, sys, keras_transformer_cli\n"
+        "try:\n"
+        "    keras_transformer_cli.main(['train', '--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "loaded = {'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)\n"
+        "assert not loaded, f'--help imported {sorted(loaded)}'\n"
+        "assert keras_transformer_cli.main(['presets', '--backend', 'jax']) == 0\n"
+        "import keras  # this process's: not switched by running the command again\n"
+        "assert keras.backend.backend() == 'jax', keras.backend.backend()\n"
+        "assert keras.saving.get_registered_object('keras_transformer>Transformer')\n"
+        "assert 'KERAS_TRANSFORMER_DEFER_API' not in os.environ\n"
+    )
+    run_python(code, "tensorflow")
+
+
+def test_importing_the_package_registers_what_a_keras_file_names(tmp_path):
+    path = str(tmp_path / "tiny.keras")
+    kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=20)).save(path)
+    code = (
+        "import keras, keras_transformer\n"
+        f"model = keras.saving.load_model({path!r}, compile=False)\n"
+        "assert type(model).__name__ == 'Transformer'\n"
+    )
+    run_python(code, keras.backend.backend())
 
 
 def test_bad_input_exits_non_zero_with_a_message(capsys):

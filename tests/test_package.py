@@ -30,7 +30,7 @@ def project():
 def test_distribution_name_is_ours_and_the_import_name_stays(project):
     # `keras-transformer` on the package index is another project with the same import name.
     assert project["name"] == DISTRIBUTION
-    assert project["scripts"] == {"keras-transformer": "keras_transformer.cli:main"}
+    assert project["scripts"] == {"keras-transformer": "keras_transformer_cli:main"}
     assert project["version"] == kt.__version__
 
 
@@ -63,7 +63,7 @@ def test_wheel_holds_every_module_and_the_entry_point(tmp_path):
     # Build from a copy, so that the build writes nothing into the checkout.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "keras_transformer_cli.py"):
         shutil.copy(os.path.join(REPOSITORY, name), source / name)
     shutil.copytree(
         os.path.join(REPOSITORY, "keras_transformer"),
@@ -94,10 +94,10 @@ def test_wheel_holds_every_module_and_the_entry_point(tmp_path):
         info = f"keras_paper_transformer-{kt.__version__}.dist-info"
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
         metadata = archive.read(f"{info}/METADATA").decode()
-    expected = package_modules(str(source))
+    expected = package_modules(str(source)) | {"keras_transformer_cli.py"}
     assert expected, "the copy holds the package"
     assert expected <= names, sorted(expected - names)
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/"))]
-    assert "keras-transformer = keras_transformer.cli:main" in entry_points
+    assert "keras-transformer = keras_transformer_cli:main" in entry_points
     assert f"Name: {DISTRIBUTION}\n" in metadata
     assert "Provides-Extra: jax-cuda12" in metadata
