@@ -39,6 +39,7 @@ _LAZY = {
     "serving": "keras_transformer.serving",
     "export_saved_model": "keras_transformer.export",
     "load_translator": "keras_transformer.serving",
+    "export_ctranslate2": "keras_transformer.ctranslate2",
 }
 
 

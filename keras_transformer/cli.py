@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
+EXPORT_FORMATS = ("savedmodel", "ctranslate2")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -164,10 +165,23 @@ def build_parser():
     average.add_argument("--workdir", required=True, help="a trained work directory")
     average.add_argument("--last", type=int, default=5, help="how many checkpoints, the last ones")
 
-    export = command("export", "write a TF Serving SavedModel: OUT/<version>/")
+    export = command(
+        "export", "write a TF Serving SavedModel (OUT/<version>/) or a CTranslate2 model (OUT/)"
+    )
     export.add_argument("--workdir", required=True, help="a trained work directory")
     export.add_argument(
         "--out", required=True, metavar="saved_models/NAME", help="the model's root folder"
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="savedmodel",
+        help="a SavedModel for TF Serving, or a CTranslate2 model directory for fast CPU inference",
+    )
+    export.add_argument(
+        "--quantization",
+        metavar="TYPE",
+        help="CTranslate2 weights: int8, int8_float32, int16, float16, bfloat16 (default: float32)",
     )
     export.add_argument(
         "--version", type=int, dest="model_version", help="default: one above the highest there"

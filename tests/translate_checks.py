@@ -1,8 +1,8 @@
 """`translate --model` and `--n-best`, checked on the work directory and export of test_workflow.
 
 Two computations each: the same model named by `--workdir` and by `--model`
-(its `.keras` file, its SavedModel), and the n-best list's first entries
-against the 1-best translations.
+(its `.keras` file, its SavedModel, its CTranslate2 export), and the n-best
+list's first entries against the 1-best translations.
 """
 
 
@@ -28,6 +28,23 @@ def check_model_paths_and_n_best(main, work, export, source, tmp_path, no_jit, c
     capsys.readouterr()
     assert main("translate", "--model", export, "--beam-size", 2, "--input", source) == 2
     assert "fixed at export" in capsys.readouterr().err
+
+    # CTranslate2, from the command line: its search as ours (a tie may differ in one line).
+    ct2 = tmp_path / "ct2"
+    assert main("export", "--workdir", work, "--out", ct2, "--format", "ctranslate2") == 0
+    assert (ct2 / "model.bin").is_file()
+    by_ct2 = translate("--model", ct2, "--beam-size", 2, name="ct2.hyp")
+    assert sum(a != b for a, b in zip(by_ct2, by_workdir, strict=True)) <= 1, (by_ct2, by_workdir)
+    capsys.readouterr()
+    assert main("export", "--workdir", work, "--out", ct2, "--format", "ctranslate2") == 2
+    assert "exists" in capsys.readouterr().err
+    assert main("export", "--workdir", work, "--out", tmp_path / "q", "--format", "ctranslate2",
+                "--quantization", "int3") == 2  # fmt: skip
+    assert "Unknown quantization 'int3'" in capsys.readouterr().err
+    assert main("export", "--workdir", work, "--out", tmp_path / "q", "--format", "ctranslate2",
+                "--check") == 2  # fmt: skip
+    assert "--check: only for --format savedmodel" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
     n_best = translate("--workdir", work, "--beam-size", 2, "--n-best", 2, name="nbest.txt")
     entries = [line.split(" ||| ") for line in n_best]
