@@ -40,6 +40,7 @@ _LAZY = {
     "export_saved_model": "keras_transformer.export",
     "load_translator": "keras_transformer.serving",
     "export_ctranslate2": "keras_transformer.ctranslate2",
+    "export_onnx": "keras_transformer.onnx",
 }
 
 

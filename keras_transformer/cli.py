@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
-EXPORT_FORMATS = ("savedmodel", "ctranslate2")
+EXPORT_FORMATS = ("savedmodel", "ctranslate2", "onnx")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -176,7 +176,8 @@ def build_parser():
         "--format",
         choices=EXPORT_FORMATS,
         default="savedmodel",
-        help="a SavedModel for TF Serving, or a CTranslate2 model directory for fast CPU inference",
+        help="a SavedModel for TF Serving (text in, text out), a CTranslate2 model directory "
+        "(fast CPU inference), or the forward pass as ONNX (ids in, logits out; PyTorch backend)",
     )
     export.add_argument(
         "--quantization",
@@ -228,6 +229,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "export" and args.format == "onnx":
+            args.backend = _onnx_backend(args.backend)
         status = _use_backend(args.backend, argv)
         if status is not None:
             return status
@@ -267,6 +270,13 @@ def _use_backend(backend, argv):
     # A program (or a package __init__) imported Keras first: only a new process can switch.
     env = {**os.environ, "KERAS_BACKEND": backend}
     return subprocess.run([sys.executable, "-m", "keras_transformer", *argv], env=env).returncode
+
+
+def _onnx_backend(backend):
+    """The ONNX exporter is PyTorch's: the export runs on the PyTorch backend."""
+    if backend not in (None, "torch"):
+        raise ValueError(f"--format onnx exports on the PyTorch backend, not --backend {backend}")
+    return "torch"
 
 
 def _explain(error):

@@ -263,16 +263,22 @@ def average(args):
 def export(args):
     savedmodel_only = {"--version": args.model_version, "--jit-compile": args.jit_compile,
                        "--check": args.check, "--check-text": args.check_text}  # fmt: skip
-    if args.format == "ctranslate2":
+    if args.quantization and args.format != "ctranslate2":
+        raise ValueError("--quantization: only for --format ctranslate2")
+    if args.format != "savedmodel":
         given = [flag for flag, value in savedmodel_only.items() if value]
         if given:
             raise ValueError(f"{', '.join(given)}: only for --format savedmodel")
+    if args.format == "ctranslate2":
         from keras_transformer.ctranslate2 import export_ctranslate2
 
         print(f"Exported {export_ctranslate2(args.workdir, args.out, args.quantization)}")
         return
-    if args.quantization:
-        raise ValueError("--quantization: only for --format ctranslate2")
+    if args.format == "onnx":
+        from keras_transformer.onnx import export_onnx
+
+        print(f"Exported {export_onnx(args.workdir, args.out)}")
+        return
     from keras_transformer.export import export_saved_model
 
     directory = export_saved_model(

@@ -43,7 +43,8 @@ def test_extras_name_their_builds(project):
     assert any(requirement.startswith("build") for requirement in extras["dev"])
     # `make` installs `.[all]`: it must name this distribution, or pip fetches another one.
     assert extras["ctranslate2"] == ["ctranslate2==4.8.5"]
-    assert extras["all"] == [f"{DISTRIBUTION}[jax,torch,ctranslate2,dev]"]
+    assert extras["onnx"] == ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.30.0"]
+    assert extras["all"] == [f"{DISTRIBUTION}[jax,torch,ctranslate2,onnx,dev]"]
 
 
 def package_modules(root):
