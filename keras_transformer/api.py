@@ -11,6 +11,7 @@ from keras_transformer.decoding import Translator
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.model import Transformer, build_transformer
+from keras_transformer.recurrent import RecurrentBaseline, RecurrentConfig, build_recurrent_baseline
 from keras_transformer.schedules import TransformerSchedule
 from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from keras_transformer.training import compile_model, create_optimizer
@@ -24,12 +25,15 @@ __all__ = [
     "LabelSmoothedCrossEntropy",
     "MaskedAccuracy",
     "Perplexity",
+    "RecurrentBaseline",
+    "RecurrentConfig",
     "TrainingConfig",
     "Transformer",
     "TransformerConfig",
     "TransformerSchedule",
     "Tokenizer",
     "Translator",
+    "build_recurrent_baseline",
     "build_transformer",
     "compile_model",
     "create_optimizer",

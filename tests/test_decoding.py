@@ -156,18 +156,23 @@ def test_cached_greedy_equals_the_full_decoder_on_each_prefix(model, tokenizer, 
 
 def test_beam_scores_equal_teacher_forced_rescoring(model, tokenizer, corpus):
     """Wrong cache reordering between beams would break this."""
-    source = source_batch(tokenizer, corpus, 3)
+    check_beam_scores_against_rescoring(model, source_batch(tokenizer, corpus, 3))
+
+
+def check_beam_scores_against_rescoring(model, source):
+    """Beam 4's hypotheses, each scored by the full decoder: the search's scores."""
+    batch = len(source)
     sequences, scores = beam_search(
         model.decode_step,
         prepared(model, source, 10, 4),
-        3,
+        batch,
         10,
         beam_size=4,
         length_penalty=0.6,
         reorder_cache=model.reorder_cache,
     )
     sequences, scores = to_numpy(sequences), to_numpy(scores)
-    for row in range(3):
+    for row in range(batch):
         log_probs, lengths = teacher_forced_log_probs(
             model, np.repeat(source[row : row + 1], 4, axis=0), sequences[row]
         )
