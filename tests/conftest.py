@@ -23,3 +23,14 @@ def seeded():
 @pytest.fixture
 def tiny_config():
     return kt.TransformerConfig.tiny(vocab_size=40, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """Number words, English -> German; a test module may define its own."""
+    return kt.data.number_words("train", "de", size=400, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return kt.Tokenizer.train([text for pair in corpus for text in pair], vocab_size=120)

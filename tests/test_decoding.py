@@ -88,14 +88,7 @@ def test_rows_of_padding_only_end_at_the_first_step(beam_size):
 # --- the real model ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    return kt.data.number_words("train", "de", size=400, seed=5)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus):
-    return kt.Tokenizer.train([text for pair in corpus for text in pair], vocab_size=120)
+# `corpus` and `tokenizer`: conftest.py's.
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,6 @@ from keras_transformer.recurrent import RecurrentBaseline, RecurrentConfig
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    return kt.data.number_words("train", "de", size=300, seed=5)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus):
-    return kt.Tokenizer.train([text for pair in corpus for text in pair], vocab_size=60)
-
-
-@pytest.fixture(scope="module")
 def model(tokenizer):
     keras.utils.set_random_seed(3)
     config = RecurrentConfig(tokenizer.vocab_size, hidden_dim=32, num_layers=2, dropout=0.0)
