@@ -53,16 +53,21 @@ TRAINED = {
 
 @pytest.mark.parametrize("variant", TRAINED)
 def test_variants_train_and_reload_from_a_keras_file(tiny_config, batch, variant, tmp_path):
-    config = tiny_config.replace(**TRAINED[variant])
-    model = kt.compile_model(kt.build_transformer(config), kt.TrainingConfig(warmup_steps=10))
+    config = tiny_config.replace(num_layers=1, **TRAINED[variant])  # one layer: a quick compile
+    # Keras' own BatchNormalization trains eagerly on TensorFlow, where tracing a train step
+    # costs seconds; our layer trains in the compiled step on every backend.
+    eager = variant == "batch" and keras.backend.backend() == "tensorflow"
+    model = kt.compile_model(
+        kt.build_transformer(config), kt.TrainingConfig(warmup_steps=10), run_eagerly=eager
+    )
     source, target = batch
     initial = {w.path: to_numpy(w) for w in model.weights}
-    for _ in range(3):
-        loss = model.train_on_batch(inputs(source, target), target)  # random labels will do
-    assert np.isfinite(loss)
+    for _ in range(3):  # random labels will do
+        logs = model.train_on_batch(inputs(source, target), target, return_dict=True)
+    assert np.isfinite(logs["loss"])
     trained = moving_statistics(model)
-    # A mean and a variance per norm: 2 per encoder layer, 3 per decoder layer, 2 closing pre-LN.
-    assert len(trained) == 2 * (2 * 2 + 2 * 3 + 2 * config.normalize_first)
+    # A mean and a variance per norm: 2 in the encoder layer, 3 in the decoder's, 2 closing pre-LN.
+    assert len(trained) == 2 * (2 + 3 + 2 * config.normalize_first)
     # Moving averages, scales and shifts moved, and so did learned positions.
     checked = [w for w in model.weights if "_norm/" in w.path or "position" in w.path]
     assert len(checked) == 2 * len(trained) + (config.position_encoding == "learned")
@@ -125,11 +130,6 @@ def test_inference_does_not_depend_on_the_other_sentences(tiny_config, batch, no
     for row in range(len(source)):
         alone = to_numpy(model(inputs(source[row : row + 1], target[row : row + 1])))
         np.testing.assert_allclose(alone[0], together[row], atol=1e-5)
-    # In training the batch's statistics serve: the other sentences count there.
-    alone = to_numpy(model(inputs(source[:1], target[:1]), training=True))
-    assert not np.allclose(
-        alone[0], to_numpy(model(inputs(source, target), training=True))[0], atol=1e-3
-    )
 
 
 @pytest.mark.parametrize("normalization", BATCH_NORMS)
