@@ -105,13 +105,18 @@ def statistics_seen(model, source, target):
 def test_appended_padding_changes_the_statistics_of_the_unmasked_batch_norm_only(
     tiny_config, batch, normalization
 ):
-    model = kt.build_transformer(tiny_config.replace(normalization=normalization))
+    # Pre-LN: the norms of every residual block and the two closing the stacks.
+    config = tiny_config.replace(normalization=normalization, normalize_first=True)
+    model = kt.build_transformer(config)
     source, target = batch
+    initial = moving_statistics(model)
     seen = statistics_seen(model, source, target)
+    # The call did update each moving average: a fresh layer's 0s and 1s are not the batch's.
+    assert not [path for path in seen if np.allclose(seen[path], initial[path], atol=1e-3)]
     padded = statistics_seen(
         model, np.pad(source, ((0, 0), (0, 5))), np.pad(target, ((0, 0), (0, 4)))
     )
-    assert len(seen) == 2 * (2 * 2 + 2 * 3)
+    assert len(seen) == 2 * (2 * 2 + 2 * 3 + 2)
     differences = [np.abs(padded[path] - seen[path]).max() for path in seen]
     if normalization == "masked_batch":
         # Over real tokens only: padding is neither counted nor seen by real tokens.
