@@ -113,7 +113,7 @@ def transformer_spec(model, tokenizer):
     spec.config.layer_norm_epsilon = config.layer_norm_epsilon
     if config.position_encoding == "learned":
         # (max_length, D): CTranslate2 adds row p at position p, as the sinusoid table.
-        table = weights.take("position_encoding/embeddings")
+        table = weights.take("position_encoding/embedding/embeddings")
     else:
         table = _sinusoids(config.max_length, config.hidden_dim)
     if config.share_embeddings:

@@ -94,10 +94,11 @@ class LearnedPositionEmbedding(keras.layers.Layer):
 
     "We also experimented with using learned positional embeddings instead,
     and found that the two versions produced nearly identical results" (§3.5).
-    A `(max_length, D)` table; position p reads its row p. Unlike the
-    sinusoids it has a length limit: positions from `max_length` on have no
-    row (an error where the shapes are known when called; the decoding
-    search never reaches them, its length limit being `max_length`).
+    A `keras.layers.Embedding` over positions: a `(max_length, D)` table,
+    position p reads its row p. Unlike the sinusoids it has a length limit:
+    positions from `max_length` on have no row (an error where the shapes are
+    known when called; the decoding search never reaches them, its length
+    limit being `max_length`).
 
     **Masking**: as `SinusoidalPositionEncoding`, every position is encoded,
     padding included; attention masks padding later.
@@ -135,11 +136,14 @@ class LearnedPositionEmbedding(keras.layers.Layer):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape=None):
-        self.embeddings = self.add_weight(
-            name="embeddings",
-            shape=(self.max_length, self.hidden_dim),
-            initializer=self.embeddings_initializer,
+        self.embedding = keras.layers.Embedding(
+            self.max_length,
+            self.hidden_dim,
+            embeddings_initializer=self.embeddings_initializer,
+            dtype=self.dtype_policy,
+            name="embedding",
         )
+        self.embedding.build((None,))
         self.built = True
 
     def call(self, inputs, start_index=0):
@@ -153,7 +157,7 @@ class LearnedPositionEmbedding(keras.layers.Layer):
                 )
         positions = ops.arange(length, dtype="int32") + ops.cast(start_index, "int32")
         # (T,) -> (T, D)
-        encoding = ops.take(self.embeddings, positions, axis=0)
+        encoding = self.embedding(positions)
         return ops.broadcast_to(ops.cast(encoding, inputs.dtype), shape)
 
     def compute_output_shape(self, input_shape):
