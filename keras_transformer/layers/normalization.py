@@ -56,8 +56,10 @@ def make_normalization(normalization, epsilon, dtype, name):
 def normalize(norm, inputs, padding_mask, training):
     """Runs a layer from `make_normalization` on `(B, T, D)` `inputs`.
 
-    Only the masked batch norm reads the bool `(B, T)` `padding_mask`; the
-    plain batch norm is the naive one and must not see it.
+    Only the masked batch norm reads the bool `(B, T)` `padding_mask`. The
+    plain batch norm is the naive one and must not see it (Keras'
+    `BatchNormalization` would mask its statistics, and attach the mask to its
+    output for every later layer to receive).
     """
     if isinstance(norm, MaskedBatchNormalization):
         return norm(inputs, padding_mask=padding_mask, training=training)
