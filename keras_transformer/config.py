@@ -10,6 +10,9 @@ import dataclasses
 import json
 import typing
 
+from keras_transformer.layers.normalization import NORMALIZATIONS
+from keras_transformer.layers.position_encoding import POSITION_ENCODINGS
+
 
 class _Record:
     """JSON round trip, validation helpers and `key=value` overrides."""
@@ -116,14 +119,22 @@ class TransformerConfig(_Record):
             the paper, so 0.0.
         max_length: int. The longest source or target sequence the model
             accepts, and the size of the decoding cache. The sinusoids
-            themselves have no limit.
+            themselves have no limit; learned positions stop there.
         share_embeddings: bool. One matrix for the source embedding, the
             target embedding and the pre-softmax projection (§3.4).
         normalize_first: bool. False is the paper's post-layer-norm residual
             `LayerNorm(x + Sublayer(x))` (§3.1); True is pre-layer-norm with
             a final layer norm after each stack.
         layer_norm_epsilon: float. The paper does not say; 1e-6 as in the
-            authors' tensor2tensor code.
+            authors' tensor2tensor code. The batch norms use it too.
+        normalization: str. The norm of every residual block and of a pre-LN
+            stack's end: "layer", the paper's (§3.1); "batch", Keras' batch
+            norm, statistics over every position of the batch, padding
+            included; "masked_batch", a batch norm over the real tokens only
+            (`layers/normalization.py`, docs/experiments.md).
+        position_encoding: str. "sinusoidal", the paper's (§3.5), or
+            "learned", one trained vector per position up to `max_length`
+            (Table 3, row E).
     """
 
     vocab_size: int
@@ -137,6 +148,8 @@ class TransformerConfig(_Record):
     share_embeddings: bool = True
     normalize_first: bool = False
     layer_norm_epsilon: float = 1e-6
+    normalization: str = "layer"
+    position_encoding: str = "sinusoidal"
 
     def __post_init__(self):
         self._check_positive(
@@ -157,6 +170,16 @@ class TransformerConfig(_Record):
             f"layer_norm_epsilon must be a positive float. "
             f"Received: layer_norm_epsilon={self.layer_norm_epsilon!r}",
         )
+        for name, allowed in (
+            ("normalization", NORMALIZATIONS),
+            ("position_encoding", POSITION_ENCODINGS),
+        ):
+            value = getattr(self, name)
+            self._check(
+                value in allowed,
+                f"{name} must be one of {', '.join(map(repr, allowed))}. "
+                f"Received: {name}={value!r}",
+            )
         for name in ("share_embeddings", "normalize_first"):
             value = getattr(self, name)
             self._check(

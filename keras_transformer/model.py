@@ -8,8 +8,8 @@ same layers, through the same `_stack`, for cached decoding one token at a time.
 `build_transformer(config, dtype="mixed_bfloat16")` computes in bfloat16 with
 float32 variables (any Keras dtype policy; see docs/precision.md). What
 rounding would harm stays float32 whatever the policy: the attention softmax,
-layer-norm statistics, the logits and everything after them (loss, metrics,
-search scores).
+normalization statistics, the logits and everything after them (loss,
+metrics, search scores).
 """
 
 import keras
@@ -17,13 +17,14 @@ from keras import ops
 
 from keras_transformer.config import TransformerConfig
 from keras_transformer.layers import (
-    SinusoidalPositionEncoding,
     TokenEmbedding,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
     padding_mask,
 )
 from keras_transformer.layers import cache as decoder_cache
+from keras_transformer.layers.normalization import make_normalization, norm_name, normalize
+from keras_transformer.layers.position_encoding import make_position_encoding
 from keras_transformer.layers.transformer_layer import check_dtype_policy
 from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT, check_model_inputs
 
@@ -74,11 +75,6 @@ class Transformer(keras.Model):
         def dropout(name):
             return keras.layers.Dropout(config.dropout, dtype=dtype, name=name)
 
-        def layer_norm(name):
-            return keras.layers.LayerNormalization(
-                epsilon=config.layer_norm_epsilon, dtype=dtype, name=name
-            )
-
         # §3.4: one matrix for source, target and the pre-softmax projection.
         if config.share_embeddings:
             self.token_embedding = embedding("token_embedding")
@@ -88,7 +84,13 @@ class Transformer(keras.Model):
             self.output_projection = keras.layers.Dense(
                 config.vocab_size, use_bias=False, dtype=dtype, name="output_projection"
             )
-        self.position_encoding = SinusoidalPositionEncoding(dtype=dtype, name="position_encoding")
+        self.position_encoding = make_position_encoding(
+            config.position_encoding,
+            config.max_length,
+            config.hidden_dim,
+            dtype,
+            "position_encoding",
+        )
         self.encoder_embedding_dropout = dropout("encoder_embedding_dropout")
         self.decoder_embedding_dropout = dropout("decoder_embedding_dropout")
         layer_args = dict(
@@ -99,6 +101,7 @@ class Transformer(keras.Model):
             attention_dropout=config.attention_dropout,
             normalize_first=config.normalize_first,
             layer_norm_epsilon=config.layer_norm_epsilon,
+            normalization=config.normalization,
             dtype=dtype,
         )
         self.encoder_layers = [
@@ -111,8 +114,10 @@ class Transformer(keras.Model):
         ]
         if config.normalize_first:
             # Pre-LN leaves the residual stream unnormalized: close each stack.
-            self.encoder_output_layer_norm = layer_norm("encoder_output_layer_norm")
-            self.decoder_output_layer_norm = layer_norm("decoder_output_layer_norm")
+            for side in ("encoder", "decoder"):
+                name = norm_name(f"{side}_output", config.normalization)
+                epsilon = config.layer_norm_epsilon
+                setattr(self, name, make_normalization(config.normalization, epsilon, dtype, name))
         self.config = config
 
         # === Functional model ===
@@ -138,9 +143,9 @@ class Transformer(keras.Model):
     def _stack(self, side, token_ids, start_index=0, training=None, per_layer=None, **kwargs):
         """Embeds `token_ids` and runs the `side` ("encoder" or "decoder") stack.
 
-        §3.4-3.5: scaled embeddings plus sinusoids from `start_index` on, then
+        §3.4-3.5: scaled embeddings plus positions from `start_index` on, then
         dropout (§5.4); then every layer, called with `kwargs` and its own item
-        of each list in `per_layer` (its caches); pre-LN ends with a layer norm.
+        of each list in `per_layer` (its caches); pre-LN ends with a norm.
 
         Returns:
             `(x, extras)`: `(B, T, D)` (or `(B, S, D)`) and, per layer, what it
@@ -162,7 +167,8 @@ class Transformer(keras.Model):
             else:
                 x = outputs
         if self.config.normalize_first:
-            x = getattr(self, f"{side}_output_layer_norm")(x)
+            norm = getattr(self, norm_name(f"{side}_output", self.config.normalization))
+            x = normalize(norm, x, padding_mask(token_ids), training)
         return x, extras
 
     def encode(self, encoder_token_ids, training=None):

@@ -89,3 +89,16 @@ def train_briefly(model, pairs, tokenizer, steps=20, learning_rate_scale=1.0, wa
     )
     model.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return model
+
+
+def randomize_moving_statistics(model, seed=0):
+    """Gives every batch norm of `model` random moving means and variances, so that
+    inference with them is no longer close to the identity of a fresh layer."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for weight in model.non_trainable_weights:
+        if weight.path.endswith("moving_mean"):
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+        elif weight.path.endswith("moving_variance"):
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))

@@ -37,6 +37,7 @@ def test_defaults_are_the_papers():
     assert sizes == (6, 512, 2048, 8)  # Table 3, "base"
     assert (base.dropout, base.attention_dropout) == (0.1, 0.0)  # §5.4; no attention dropout
     assert base.share_embeddings and not base.normalize_first  # §3.4; post-LN, §3.1
+    assert (base.normalization, base.position_encoding) == ("layer", "sinusoidal")  # §3.1, §3.5
     # §5.3, §5.4.
     training = kt.TrainingConfig()
     assert (training.label_smoothing, training.warmup_steps) == (0.1, 4000)

@@ -1,7 +1,7 @@
 """CTranslate2 export: the same model and the same search, in OpenNMT's inference engine.
 
 The converter is checked per backend against our model's own log-probabilities
-(post-LN, pre-LN, untied embeddings); the search against ours on a tiny model
+(post-LN, pre-LN, untied embeddings, learned positions); the search against ours on a tiny model
 trained on the built-in corpus, in one pass, since CTranslate2 does not depend
 on the training backend.
 """
@@ -27,6 +27,7 @@ VARIANTS = {
     "post-LN": {},
     "pre-LN": {"normalize_first": True},
     "untied": {"share_embeddings": False},
+    "learned-positions": {"position_encoding": "learned"},
 }
 
 
@@ -168,3 +169,14 @@ def test_bad_requests_are_refused_and_nothing_is_overwritten(tokenizer, tmp_path
         export_ctranslate2(str(tmp_path / "no-workdir"), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match=DECODING_FILE):
         CTranslate2Translator(str(existing))
+
+
+@runs_once
+@pytest.mark.parametrize("normalization", ["batch", "masked_batch"])
+def test_batch_norm_models_are_refused_naming_the_setting(normalization, tokenizer, tmp_path):
+    config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, normalization=normalization)
+    translator = kt.Translator(kt.build_transformer(config), tokenizer)
+    message = f"layer norms only. Received: normalization='{normalization}'"
+    with pytest.raises(ValueError, match=message):
+        export_ctranslate2(translator, str(tmp_path / "ct2"))
+    assert not (tmp_path / "ct2").exists()

@@ -159,10 +159,14 @@ LAYER_FACTORIES = {
         hidden_dim=8, intermediate_dim=16, num_heads=2, normalize_first=True
     ),
     "TransformerDecoderLayer": lambda: layers.TransformerDecoderLayer(
-        hidden_dim=8, intermediate_dim=16, num_heads=2, dropout=0.2
+        hidden_dim=8, intermediate_dim=16, num_heads=2, dropout=0.2, normalization="masked_batch"
     ),
     "TokenEmbedding": lambda: layers.TokenEmbedding(vocab_size=10, hidden_dim=8),
     "SinusoidalPositionEncoding": lambda: layers.SinusoidalPositionEncoding(max_wavelength=500.0),
+    "LearnedPositionEmbedding": lambda: layers.LearnedPositionEmbedding(
+        max_length=12, hidden_dim=8
+    ),
+    "MaskedBatchNormalization": lambda: layers.MaskedBatchNormalization(momentum=0.9, epsilon=1e-5),
 }
 
 

@@ -4,7 +4,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import other_backend, random_ids, run_python, to_numpy
+from helpers import other_backend, random_ids, randomize_moving_statistics, run_python, to_numpy
 
 import keras_transformer as kt
 from keras_transformer.model import DECODER_INPUT, ENCODER_INPUT
@@ -57,7 +57,19 @@ def test_padding_does_not_change_real_positions(model, batch):
     assert not np.allclose(to_numpy(model(inputs(changed, target))), logits, atol=1e-4)
 
 
-def test_cached_decode_step_equals_full_decoder(model, batch):
+# Architecture variants beside the paper's: each must decode with the cache as it scores whole.
+VARIANTS = {
+    "paper": {},
+    "batch_norm": {"normalization": "batch"},
+    "masked_batch_norm_pre_ln": {"normalization": "masked_batch", "normalize_first": True},
+    "learned_positions": {"position_encoding": "learned"},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_decode_step_equals_full_decoder(tiny_config, batch, variant):
+    model = kt.build_transformer(tiny_config.replace(**VARIANTS[variant]))
+    randomize_moving_statistics(model)  # batch norms: not the identity of a fresh layer
     source, target = batch
     full = to_numpy(model(inputs(source, target)))
     encoder_output, encoder_mask = model.encode(source)

@@ -2,10 +2,12 @@
 
 `export_ctranslate2` fills the spec with our weights: post-LN or pre-LN as
 trained, ReLU, embeddings scaled by sqrt(d_model), our interleaved sinusoid
-table given explicitly (CTranslate2's own concatenates sines and cosines), the
-shared matrix (or the untied ones) for source, target and output, optionally
-quantized (int8 and others). Our SentencePiece model and decoding settings go
-beside it, for `CTranslate2Translator`.
+table given explicitly (CTranslate2's own concatenates sines and cosines) or
+the learned position table in its place, the shared matrix (or the untied
+ones) for source, target and output, optionally quantized (int8 and others).
+Our SentencePiece model and decoding settings go beside it, for
+`CTranslate2Translator`. Batch norms are refused: CTranslate2's Transformer
+has layer norms only.
 """
 
 import json
@@ -88,9 +90,18 @@ def _model_tokenizer_decoding(translator_or_workdir):
 
 def transformer_spec(model, tokenizer):
     """Our `Transformer`'s weights as a `ctranslate2.specs.TransformerSpec` (not yet saved)."""
+    config = model.config
+    if config.normalization != "layer":
+        # A batch norm at inference is a fixed per-feature affine map; CTranslate2's
+        # layer norm always normalizes each token, and the residual stream carries
+        # the map's output, so no weight of the spec can absorb it.
+        raise ValueError(
+            "CTranslate2 cannot represent this model: its Transformer has layer norms only. "
+            f"Received: normalization={config.normalization!r}; export it as a SavedModel "
+            "(export_saved_model) instead."
+        )
     ctranslate2 = import_ctranslate2()
     specs = ctranslate2.specs
-    config = model.config
     weights = _Weights(model)
     spec = specs.TransformerSpec.from_config(
         config.num_layers,
@@ -100,7 +111,11 @@ def transformer_spec(model, tokenizer):
     )
     spec.config.add_source_eos = True  # our sources end in EOS
     spec.config.layer_norm_epsilon = config.layer_norm_epsilon
-    table = _sinusoids(config.max_length, config.hidden_dim)
+    if config.position_encoding == "learned":
+        # (max_length, D): CTranslate2 adds row p at position p, as the sinusoid table.
+        table = weights.take("position_encoding/embedding/embeddings")
+    else:
+        table = _sinusoids(config.max_length, config.hidden_dim)
     if config.share_embeddings:
         source = target = output = weights.take("token_embedding/embeddings")
     else:

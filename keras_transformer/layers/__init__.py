@@ -16,10 +16,16 @@ from keras_transformer.layers.masks import (
     key_padding_mask,
     padding_mask,
 )
-from keras_transformer.layers.position_encoding import SinusoidalPositionEncoding
+from keras_transformer.layers.normalization import MaskedBatchNormalization
+from keras_transformer.layers.position_encoding import (
+    LearnedPositionEmbedding,
+    SinusoidalPositionEncoding,
+)
 from keras_transformer.layers.transformer_layer import TransformerLayer
 
 __all__ = [
+    "LearnedPositionEmbedding",
+    "MaskedBatchNormalization",
     "MultiHeadAttention",
     "PositionwiseFeedForward",
     "SinusoidalPositionEncoding",

@@ -19,7 +19,8 @@ class TransformerDecoderLayer(TransformerLayer):
         y = LayerNorm(y + Dropout(CrossAttention(y, encoder_output)))
         y = LayerNorm(y + Dropout(FeedForward(y)))
 
-    `normalize_first=True` gives pre-LN blocks, as in `TransformerEncoderLayer`.
+    `normalize_first=True` gives pre-LN blocks and `normalization` batch
+    norms, as in `TransformerEncoderLayer`.
 
     Decoding one token at a time passes two caches (see `MultiHeadAttention`):
     the self-attention keys/values, a pair of `(B, h, T_max, d)` buffers
@@ -37,10 +38,13 @@ class TransformerDecoderLayer(TransformerLayer):
     target keys; with a cache, keys past the current step are hidden.
     `encoder_padding_mask` `(B, S)` hides padded source keys from
     cross-attention. `_compute_self_attention_mask` makes the choice.
+    `decoder_padding_mask` also keeps padding out of a masked batch norm's
+    statistics (in training; decoding with a cache is inference).
 
     Args:
         hidden_dim, intermediate_dim, num_heads, dropout, attention_dropout,
-        normalize_first, layer_norm_epsilon, activation, kernel_initializer:
+        normalize_first, layer_norm_epsilon, normalization, activation,
+        kernel_initializer:
             as in `TransformerEncoderLayer`.
 
     Call arguments:
@@ -76,13 +80,13 @@ class TransformerDecoderLayer(TransformerLayer):
 
     def build(self, decoder_sequence_shape=None, encoder_sequence_shape=None):
         self.self_attention = self._attention("self_attention")
-        self.self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
+        self._add_norm("self_attention")
         self.self_attention_dropout = self._dropout("self_attention_dropout")
         self.cross_attention = self._attention("cross_attention")
-        self.cross_attention_layer_norm = self._layer_norm("cross_attention_layer_norm")
+        self._add_norm("cross_attention")
         self.cross_attention_dropout = self._dropout("cross_attention_dropout")
         self.feedforward = self._feedforward()
-        self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
+        self._add_norm("feedforward")
         self.feedforward_dropout = self._dropout("feedforward_dropout")
         self.built = True
 
@@ -145,6 +149,7 @@ class TransformerDecoderLayer(TransformerLayer):
             ),
             "self_attention",
             training,
+            decoder_padding_mask,
         )
         y, cross_extras = self._residual(
             y,
@@ -158,8 +163,9 @@ class TransformerDecoderLayer(TransformerLayer):
             ),
             "cross_attention",
             training,
+            decoder_padding_mask,
         )
-        y, _ = self._residual(y, self.feedforward, "feedforward", training)
+        y, _ = self._residual(y, self.feedforward, "feedforward", training, decoder_padding_mask)
 
         results = (y,)
         if self_attention_cache is not None:

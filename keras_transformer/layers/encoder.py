@@ -15,10 +15,11 @@ class TransformerEncoderLayer(TransformerLayer):
 
     With `normalize_first=True` each block is `x + Dropout(Sublayer(LayerNorm(x)))`
     (pre-LN, not the paper's); the stack then needs a final layer norm, which
-    the model adds.
+    the model adds. `normalization="batch"` or `"masked_batch"` puts a batch
+    norm where each layer norm sits (see `normalization.py`).
 
     **Masking**: `padding_mask` `(B, S)`, True at real tokens, hides padded
-    keys from every query.
+    keys from every query, and padding from a masked batch norm's statistics.
 
     Args:
         hidden_dim: int. D (d_model). Default 512.
@@ -27,7 +28,9 @@ class TransformerEncoderLayer(TransformerLayer):
         dropout: float. P_drop on each sublayer output. Default 0.1.
         attention_dropout: float. On attention probabilities. Default 0.0.
         normalize_first: bool. Pre-LN instead of the paper's post-LN. Default False.
-        layer_norm_epsilon: float. Default 1e-6.
+        layer_norm_epsilon: float. The norms' epsilon, whichever kind. Default 1e-6.
+        normalization: str. "layer" (the paper's), "batch" or "masked_batch".
+            Default "layer".
         activation: feed-forward activation. Default "relu".
         kernel_initializer: initializer of every projection, cloned for each.
             Default "glorot_uniform".
@@ -52,10 +55,10 @@ class TransformerEncoderLayer(TransformerLayer):
 
     def build(self, input_shape=None):
         self.self_attention = self._attention("self_attention")
-        self.self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
+        self._add_norm("self_attention")
         self.self_attention_dropout = self._dropout("self_attention_dropout")
         self.feedforward = self._feedforward()
-        self.feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
+        self._add_norm("feedforward")
         self.feedforward_dropout = self._dropout("feedforward_dropout")
         self.built = True
 
@@ -72,8 +75,9 @@ class TransformerEncoderLayer(TransformerLayer):
             ),
             "self_attention",
             training,
+            padding_mask,
         )
-        x, _ = self._residual(x, self.feedforward, "feedforward", training)
+        x, _ = self._residual(x, self.feedforward, "feedforward", training, padding_mask)
         if return_attention_scores:
             return x, scores[0]
         return x

@@ -1,9 +1,30 @@
-"""Sinusoidal position encoding (paper §3.5)."""
+"""Position encodings (paper §3.5): the fixed sinusoids, or learned embeddings (Table 3, row E).
+
+Both layers take the `(B, T, D)` embeddings and the absolute position of
+their first row, `start_index`, and return the `(B, T, D)` encodings to add,
+so cached decoding reads position `index` from either alike.
+"""
 
 import math
 
 import keras
 from keras import ops
+
+from keras_transformer.layers.transformer_layer import check_positive
+
+POSITION_ENCODINGS = ("sinusoidal", "learned")
+
+
+def make_position_encoding(position_encoding, max_length, hidden_dim, dtype, name):
+    """A new `position_encoding` layer ("sinusoidal" or "learned"), or a ValueError naming it."""
+    if position_encoding not in POSITION_ENCODINGS:
+        raise ValueError(
+            f"position_encoding must be one of {', '.join(map(repr, POSITION_ENCODINGS))}. "
+            f"Received: position_encoding={position_encoding!r}"
+        )
+    if position_encoding == "learned":
+        return LearnedPositionEmbedding(max_length, hidden_dim, dtype=dtype, name=name)
+    return SinusoidalPositionEncoding(dtype=dtype, name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -65,3 +86,87 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class LearnedPositionEmbedding(keras.layers.Layer):
+    """One trained vector per position, in place of the sinusoids (paper §3.5, Table 3 row E).
+
+    "We also experimented with using learned positional embeddings instead,
+    and found that the two versions produced nearly identical results" (§3.5).
+    A `keras.layers.Embedding` over positions: a `(max_length, D)` table,
+    position p reads its row p. Unlike the sinusoids it has a length limit:
+    positions from `max_length` on have no row (an error where the shapes are
+    known when called; the decoding search never reaches them, its length
+    limit being `max_length`).
+
+    **Masking**: as `SinusoidalPositionEncoding`, every position is encoded,
+    padding included; attention masks padding later.
+
+    Args:
+        max_length: int. Positions 0 .. max_length - 1 have a vector.
+        hidden_dim: int. D (d_model).
+        embeddings_initializer: initializer. Default N(0, d_model^-0.5); the
+            paper does not say.
+
+    Call arguments:
+        inputs: `(B, T, D)` embeddings; only their shape and dtype are used.
+        start_index: int or scalar tensor. Absolute position of `inputs[:, 0]`.
+            Default 0.
+
+    Returns:
+        `(B, T, D)` position embeddings in the dtype of `inputs`, to be added.
+
+    Example:
+        >>> positions = LearnedPositionEmbedding(max_length=8, hidden_dim=16)
+        >>> tuple(positions(keras.ops.zeros((2, 5, 16))).shape)
+        (2, 5, 16)
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017, §3.5, Table 3 (E).
+    """
+
+    def __init__(self, max_length, hidden_dim, embeddings_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        check_positive(max_length=max_length, hidden_dim=hidden_dim)
+        self.max_length = max_length
+        self.hidden_dim = hidden_dim
+        if embeddings_initializer is None:
+            embeddings_initializer = keras.initializers.RandomNormal(stddev=hidden_dim**-0.5)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embedding = keras.layers.Embedding(
+            self.max_length,
+            self.hidden_dim,
+            embeddings_initializer=self.embeddings_initializer,
+            dtype=self.dtype_policy,
+            name="embedding",
+        )
+        self.embedding.build((None,))
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        shape = ops.shape(inputs)
+        length = shape[-2]
+        if isinstance(length, int) and isinstance(start_index, int):
+            if start_index + length > self.max_length:
+                raise ValueError(
+                    f"{self.name} has max_length={self.max_length} positions. "
+                    f"Received: positions {start_index} .. {start_index + length - 1}"
+                )
+        positions = ops.arange(length, dtype="int32") + ops.cast(start_index, "int32")
+        # (T,) -> (T, D)
+        encoding = self.embedding(positions)
+        return ops.broadcast_to(ops.cast(encoding, inputs.dtype), shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_length": self.max_length,
+            "hidden_dim": self.hidden_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        }

@@ -5,6 +5,12 @@ builds their sublayers."""
 import keras
 
 from keras_transformer.layers.initializers import clone_initializer
+from keras_transformer.layers.normalization import (
+    check_normalization,
+    make_normalization,
+    norm_name,
+    normalize,
+)
 
 
 def _received(values):
@@ -52,24 +58,25 @@ def check_dtype_policy(dtype):
     return policy
 
 
-def residual_connection(inputs, sublayer, layer_norm, dropout, normalize_first, training):
-    """Wraps `sublayer` in dropout, a residual add and layer normalization.
+def residual_connection(inputs, sublayer, norm, dropout, normalize_first, training):
+    """Wraps `sublayer` in dropout, a residual add and normalization.
 
     Post-LN, the paper's form (§3.1, with dropout on the sublayer output before
     the add, §5.4): `LayerNorm(x + Dropout(Sublayer(x)))`.
     Pre-LN (`normalize_first=True`): `x + Dropout(Sublayer(LayerNorm(x)))`.
+    `norm` maps `(B, T, D)` to `(B, T, D)`: the layer norm, or a batch norm.
 
     `sublayer` maps `(B, T, D)` to `(B, T, D)` or to a tuple whose first item
     is that; the rest (caches, attention scores) is returned beside the
     output as a tuple.
     """
-    outputs = sublayer(layer_norm(inputs) if normalize_first else inputs)
+    outputs = sublayer(norm(inputs) if normalize_first else inputs)
     extras = ()
     if isinstance(outputs, tuple):
         outputs, extras = outputs[0], outputs[1:]
     outputs = inputs + dropout(outputs, training=training)
     if not normalize_first:
-        outputs = layer_norm(outputs)
+        outputs = norm(outputs)
     return outputs, extras
 
 
@@ -79,7 +86,8 @@ class TransformerLayer(keras.layers.Layer):
     Holds their common arguments (documented on those classes), checks them,
     makes their sublayers, each built at once and with its own initializer,
     and wraps a sublayer in its residual block: the block called `name` uses
-    the attributes `{name}_layer_norm` and `{name}_dropout`.
+    the attributes `{name}_layer_norm` (`{name}_batch_norm` with either batch
+    norm, see `normalization.py`) and `{name}_dropout`.
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class TransformerLayer(keras.layers.Layer):
         attention_dropout=0.0,
         normalize_first=False,
         layer_norm_epsilon=1e-6,
+        normalization="layer",
         activation="relu",
         kernel_initializer="glorot_uniform",
         **kwargs,
@@ -99,6 +108,7 @@ class TransformerLayer(keras.layers.Layer):
         check_positive(hidden_dim=hidden_dim, intermediate_dim=intermediate_dim)
         check_heads(hidden_dim, num_heads)
         check_fraction(dropout=dropout, attention_dropout=attention_dropout)
+        check_normalization(normalization)
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
         self.num_heads = num_heads
@@ -106,6 +116,7 @@ class TransformerLayer(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.normalization = normalization
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -147,21 +158,24 @@ class TransformerLayer(keras.layers.Layer):
             activation=self.activation,
         )
 
-    def _layer_norm(self, name):
-        return self._built(
-            keras.layers.LayerNormalization(
-                epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
-            )
+    def _add_norm(self, block):
+        """Creates residual block `block`'s norm, under `norm_name`'s name and attribute."""
+        name = norm_name(block, self.normalization)
+        norm = make_normalization(
+            self.normalization, self.layer_norm_epsilon, self.dtype_policy, name
         )
+        setattr(self, name, self._built(norm))
 
     def _dropout(self, name):
         return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
 
-    def _residual(self, inputs, sublayer, name, training):
+    def _residual(self, inputs, sublayer, name, training, padding_mask=None):
+        """Block `name` around `sublayer`; `padding_mask` `(B, T)` is for a masked batch norm."""
+        norm = getattr(self, norm_name(name, self.normalization))
         return residual_connection(
             inputs,
             sublayer,
-            getattr(self, f"{name}_layer_norm"),
+            lambda x: normalize(norm, x, padding_mask, training),
             getattr(self, f"{name}_dropout"),
             self.normalize_first,
             training,
@@ -179,6 +193,7 @@ class TransformerLayer(keras.layers.Layer):
             "attention_dropout",
             "normalize_first",
             "layer_norm_epsilon",
+            "normalization",
         )
         return {
             **super().get_config(),
