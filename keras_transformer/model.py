@@ -26,13 +26,14 @@ from keras_transformer.layers import cache as decoder_cache
 from keras_transformer.layers.normalization import make_normalization, norm_name, normalize
 from keras_transformer.layers.position_encoding import make_position_encoding
 from keras_transformer.layers.transformer_layer import check_dtype_policy
-from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT, check_model_inputs
+from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
+from keras_transformer.translation_model import TranslationModel
 
 __all__ = ["DECODER_INPUT", "ENCODER_INPUT", "Transformer", "build_transformer"]
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
-class Transformer(keras.Model):
+class Transformer(TranslationModel):
     """The Transformer of paper §3 as a functional Keras model.
 
     Inputs are a dict of int32 `(B, S)` `encoder_token_ids` and `(B, T)`
@@ -50,14 +51,6 @@ class Transformer(keras.Model):
     References:
         Vaswani et al., "Attention Is All You Need", 2017, §3.
     """
-
-    def __setattr__(self, name, value):
-        # PyTorch backend: a Keras layer is a torch `Module`, which cannot be an
-        # attribute before `Module.__init__`, and that runs only once the
-        # functional graph below exists. The graph tracks every layer anyway.
-        if keras.backend.backend() == "torch" and not hasattr(self, "_tracker"):
-            return object.__setattr__(self, name, value)
-        return super().__setattr__(name, value)
 
     def __init__(self, config, **kwargs):
         if isinstance(config, dict):
@@ -120,19 +113,7 @@ class Transformer(keras.Model):
                 setattr(self, name, make_normalization(config.normalization, epsilon, dtype, name))
         self.config = config
 
-        # === Functional model ===
-        encoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=ENCODER_INPUT)
-        decoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=DECODER_INPUT)
-        encoder_output, encoder_padding_mask = self.encode(encoder_token_ids)
-        logits = self.decode(decoder_token_ids, encoder_output, encoder_padding_mask)
-        super().__init__(
-            inputs={ENCODER_INPUT: encoder_token_ids, DECODER_INPUT: decoder_token_ids},
-            outputs=logits,
-            **kwargs,
-        )
-        # Functional's constructor drops `dtype`; the policy decides loss
-        # scaling in `compile` and must reach `get_config`.
-        self.dtype_policy = dtype
+        self._build_graph(dtype, **kwargs)
 
     def _logits(self, x):
         """(B, T, D) -> (B, T, V) float32: the pre-softmax linear transformation."""
@@ -267,22 +248,6 @@ class Transformer(keras.Model):
         # (B*K, 1, V) -> (B*K, V)
         logits = self._logits(y)[:, 0, :]
         return logits, {**cache, "self_attention": self_caches}
-
-    def call(self, inputs, training=None, mask=None):
-        check_model_inputs(inputs)
-        return super().call(inputs, training=training, mask=mask)
-
-    def get_config(self):
-        return {
-            "config": self.config.to_dict(),
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def build_transformer(config, dtype=None, **kwargs):

@@ -34,7 +34,7 @@ from keras_transformer.layers.transformer_layer import (
     check_fraction,
     check_positive,
 )
-from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT, check_model_inputs
+from keras_transformer.translation_model import TranslationModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,20 +67,13 @@ class RecurrentConfig:
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
-class RecurrentBaseline(keras.Model):
+class RecurrentBaseline(TranslationModel):
     """An LSTM encoder-decoder with global attention, a functional Keras model.
 
     Args:
         config: `RecurrentConfig` or its dict.
         dtype: the Keras dtype policy of every layer; default Keras' global one.
     """
-
-    def __setattr__(self, name, value):
-        # PyTorch backend: layers may be attributes only once Module.__init__
-        # has run, after the functional graph exists (as in `Transformer`).
-        if keras.backend.backend() == "torch" and not hasattr(self, "_tracker"):
-            return object.__setattr__(self, name, value)
-        return super().__setattr__(name, value)
 
     def __init__(self, config, **kwargs):
         if isinstance(config, dict):
@@ -108,16 +101,7 @@ class RecurrentBaseline(keras.Model):
         )
         self.config = config
 
-        encoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=ENCODER_INPUT)
-        decoder_token_ids = keras.Input(shape=(None,), dtype="int32", name=DECODER_INPUT)
-        encoder_output, encoder_padding_mask = self.encode(encoder_token_ids)
-        logits = self.decode(decoder_token_ids, encoder_output, encoder_padding_mask)
-        super().__init__(
-            inputs={ENCODER_INPUT: encoder_token_ids, DECODER_INPUT: decoder_token_ids},
-            outputs=logits,
-            **kwargs,
-        )
-        self.dtype_policy = dtype
+        self._build_graph(dtype, **kwargs)
 
     def encode(self, encoder_token_ids, training=None):
         """int `(B, S)` -> the top LSTM's states `(B, S, D)` and the bool `(B, S)` mask."""
@@ -177,22 +161,6 @@ class RecurrentBaseline(keras.Model):
         # (B*K, D) -> (B*K, 1, D) -> (B*K, 1, V) -> (B*K, V)
         logits = self._attend(y[:, None, :], cache["encoder_output"], cache["encoder_padding_mask"])
         return logits[:, 0, :], {**cache, "states": states}
-
-    def call(self, inputs, training=None, mask=None):
-        check_model_inputs(inputs)
-        return super().call(inputs, training=training, mask=mask)
-
-    def get_config(self):
-        return {
-            "config": self.config.to_dict(),
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def build_recurrent_baseline(config, dtype=None, **kwargs):
