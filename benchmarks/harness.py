@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -15,6 +16,18 @@ def add_model_arguments(parser):
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--num-layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+
+
+def cpu_model():
+    """The CPU's model name, which benchmarks print beside their figures."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def peak_rss_mib():

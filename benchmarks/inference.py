@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import peak_rss_mib, print_table, report, run_worker  # noqa: E402
+from harness import cpu_model, peak_rss_mib, print_table, report, run_worker  # noqa: E402
 
 PEERS = {
     "translator-tensorflow": "tensorflow",
@@ -53,14 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated")
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "DIR"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def make_translator(peer, args, scratch):

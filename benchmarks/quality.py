@@ -31,6 +31,9 @@ Runs:
   -> `man's`), so BLEU compares words, not tokenization.
 - `no-smoothing`, `pre-ln`, `untied`: `ours` with label smoothing 0,
   pre-layer normalization, or separate source, target and output embeddings.
+- `batch-norm`, `masked-batch-norm`, `learned-positions`, `heads-1`,
+  `heads-16`, `no-dropout`: `ours` with one of the paper's alternatives
+  (docs/experiments.md), best compared at equal `--steps`.
 
 Results go to `--out` (default `runs/quality`): one folder per task and run
 with `result.json`, the hypotheses, the training log and the learning curve
@@ -95,6 +98,15 @@ ABLATIONS = {
     "no-smoothing": ["training.label_smoothing=0"],
     "pre-ln": ["model.normalize_first=true"],
     "untied": ["model.share_embeddings=false"],
+    # The paper's questions (docs/experiments.md): batch norm for layer norm,
+    # learned positions (Table 3, row E), heads at constant compute (row A),
+    # dropout (row D).
+    "batch-norm": ["model.normalization=batch"],
+    "masked-batch-norm": ["model.normalization=masked_batch"],
+    "learned-positions": ["model.position_encoding=learned"],
+    "heads-1": ["model.num_heads=1"],
+    "heads-16": ["model.num_heads=16"],
+    "no-dropout": ["model.dropout=0"],
 }
 RUNS = ("ours", "peer", *ABLATIONS)
 

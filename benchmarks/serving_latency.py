@@ -39,7 +39,6 @@ per-request p50/p99 for each.
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import add_model_arguments, print_table, report, run_worker  # noqa: E402
+from harness import add_model_arguments, cpu_model, print_table, report, run_worker  # noqa: E402
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSLATOR = "in-process Translator (XLA)"
@@ -220,17 +219,6 @@ def parse_args(argv=None):
     )
     parser.add_argument("--worker", nargs=2, metavar=("ROLE", "DIR"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sentences(args):

@@ -1,0 +1,31 @@
+"""The experiment scripts run end to end in their `--smoke` mode (seconds each)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import runs_once
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@runs_once
+def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
+    script = os.path.join(REPOSITORY, "benchmarks", "layer_timing.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--backend", "torch", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads((tmp_path / "table1.json").read_text())
+    assert measured["lengths"] == [4, 8, 16]
+    assert set(measured["results"]) == {"self-attention", "recurrent", "convolution"}
+    for timing in measured["results"].values():
+        assert all(seconds > 0 for key in timing for seconds in timing[key])
+    table = (tmp_path / "table1.md").read_text().splitlines()
+    assert sum(line.startswith("| ") for line in table) == 4  # the header and three layers
+    assert (tmp_path / "table1.png").stat().st_size > 10_000
