@@ -33,7 +33,8 @@ Runs:
   pre-layer normalization, or separate source, target and output embeddings.
 - `batch-norm`, `masked-batch-norm`, `learned-positions`, `heads-1`,
   `heads-16`, `no-dropout`: `ours` with one of the paper's alternatives
-  (docs/experiments.md), best compared at equal `--steps`.
+  (docs/experiments.md), best compared at equal `--steps`; `bf16`: `ours`
+  trained under the `mixed_bfloat16` policy (docs/precision.md).
 
 Results go to `--out` (default `runs/quality`): one folder per task and run
 with `result.json`, the hypotheses, the training log and the learning curve
@@ -107,6 +108,8 @@ ABLATIONS = {
     "heads-1": ["model.num_heads=1"],
     "heads-16": ["model.num_heads=16"],
     "no-dropout": ["model.dropout=0"],
+    # Mixed precision (docs/precision.md): bf16 BLEU against float32's at equal steps.
+    "bf16": ["training.precision=mixed_bfloat16"],
 }
 RUNS = ("ours", "peer", *ABLATIONS)
 
