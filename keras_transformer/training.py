@@ -13,18 +13,28 @@ from keras_transformer.schedules import TransformerSchedule
 
 
 def create_optimizer(hidden_dim, training_config=None):
-    """Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup schedule (§5.3)."""
+    """Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup schedule (§5.3).
+
+    With `training_config.accumulation_steps` K > 1, Keras's own gradient
+    accumulation: K micro-batches' gradients are averaged into one update
+    (each micro-batch's loss is the mean over its own target tokens, so the
+    micro-batches weigh the same), `optimizer.iterations` counts updates and
+    so does the schedule.
+    """
     training_config = training_config or TrainingConfig()
+    accumulation = training_config.accumulation_steps
     schedule = TransformerSchedule(
         hidden_dim,
         warmup_steps=training_config.warmup_steps,
         scale=training_config.learning_rate_scale,
+        accumulation_steps=accumulation,
     )
     return keras.optimizers.Adam(
         learning_rate=schedule,
         beta_1=training_config.beta_1,
         beta_2=training_config.beta_2,
         epsilon=training_config.epsilon,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )
 
 

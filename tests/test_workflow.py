@@ -231,6 +231,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, cap
         assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
+# This process has one CPU device; Keras's torch backend trains on one device a process.
+TOO_MANY_DEVICES = (
+    "--devices 64: the torch backend trains on one device per process"
+    if keras.backend.backend() == "torch"
+    else "--devices 64: this process found 1 device(s)"
+)
+
+
 def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsys):
     def fails(*args, says):
         assert main(*args) == 2
@@ -250,6 +258,7 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
           says="warmup_steps='soon'")  # fmt: skip
     fails("train", *data, *TINY, "--set", "precision=float64", "--max-steps", 1,
           says="Received: 'float64'")  # fmt: skip
+    fails("train", *data, *TINY, "--devices", 64, "--max-steps", 1, says=TOO_MANY_DEVICES)
     assert not work.exists()  # nothing was written by the refused commands
 
     fails("translate", "--workdir", work, says="is not a work directory")
@@ -262,7 +271,9 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
     fails("train", *data, *TINY, "--max-steps", 1, says="model.max_length: 64 -> 32")
     fails("train", *data, *TINY, "--precision", "mixed_bfloat16", "--max-steps", 1,
           says="training.precision: 'float32' -> 'mixed_bfloat16'")  # fmt: skip
+    fails("train", *data, *TINY, "--devices", 64, "--max-steps", 1, says=TOO_MANY_DEVICES)
     assert (work / "config.json").read_text() == config_before
+    assert sorted(os.listdir(work)) == ["config.json"]
     fails("translate", "--workdir", work, says="model.keras is missing")
 
     output = tmp_path / "keep.txt"

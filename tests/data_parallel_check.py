@@ -1,0 +1,106 @@
+"""Run by test_distribution.py in a fresh process, on KERAS_BACKEND (jax or tensorflow)
+with the CPU split into 2 devices before the backend starts:
+
+1. Data-parallel training on the 2 devices equals one device on the same
+   global batches (dropout 0): the losses of each step and the final weights.
+2. `train --devices 2` writes checkpoints that a 1-device run resumes from and
+   `average` averages; validation runs on the 2 devices (an odd number of
+   validation pairs: a last batch padded to an even count).
+"""
+
+import os
+import sys
+import tempfile
+
+BACKEND = os.environ["KERAS_BACKEND"]
+if BACKEND == "jax":  # read when JAX starts
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=2"]
+    )
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+if BACKEND == "tensorflow":  # before TensorFlow lists its devices
+    (cpu,) = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras_transformer as kt  # noqa: E402
+from keras_transformer import cli, distribution, workdir  # noqa: E402
+
+assert len(distribution.local_devices()) == 2, distribution.local_devices()
+
+
+def replicas_of(model):
+    """How many devices hold the model's weights, as the engine says."""
+    if BACKEND == "jax":
+        return len(model.trainable_variables[0].value.sharding.device_set)
+    return model.distribute_strategy.num_replicas_in_sync
+
+
+class Losses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs["loss"]))  # the mean so far: equal means, equal losses
+
+
+def equal_to_one_device():
+    config = kt.TransformerConfig.tiny(vocab_size=40, dropout=0.0)
+    rng = np.random.default_rng(0)
+    steps, batch = 3, 8
+
+    def ids(length):
+        return rng.integers(kt.EOS_ID + 1, 40, size=(steps * batch, length)).astype("int32")
+
+    # No padding: both halves of a batch hold as many target tokens, so the
+    # mean of the replicas' losses (TensorFlow) is the batch's (JAX, 1 device).
+    inputs = {"encoder_token_ids": ids(6), "decoder_token_ids": ids(5)}
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, ids(5))).batch(batch)
+    keras.utils.set_random_seed(1)
+    initial = kt.build_transformer(config).get_weights()
+
+    def train(devices):
+        with distribution.data_parallel(devices):
+            model = kt.build_transformer(config)
+            model.set_weights(initial)
+            kt.compile_model(model, kt.TrainingConfig(warmup_steps=2))
+            losses = Losses()
+            model.fit(dataset, epochs=1, callbacks=[losses], verbose=0, shuffle=False)
+            assert replicas_of(model) == devices, (replicas_of(model), devices)
+        return losses.values, model.get_weights()
+
+    one_losses, one_weights = train(1)
+    two_losses, two_weights = train(2)
+    assert len(two_losses) == steps
+    np.testing.assert_allclose(two_losses, one_losses, rtol=0, atol=1e-5)
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(one_weights, initial, strict=True))
+    for a, b in zip(two_weights, one_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def resumes_on_one_device(directory):
+    work = os.path.join(directory, "run")
+    valid = os.path.join(directory, "valid.tsv")
+    with open(valid, "w", encoding="utf-8") as file:
+        file.writelines(f"{pair[0]}\t{pair[1]}\n" for pair in kt.data.number_words("valid", size=5))
+    no_jit = ["--no-jit"] if BACKEND == "tensorflow" else []
+    common = ["train", "--corpus", "number-words:de", "--train-size", "200", "--valid-tsv", valid,
+              "--workdir", work, "--preset", "tiny", "--vocab-size", "100", *no_jit,
+              "--set", "model.max_length=16", "--set", "max_tokens=64", "--set", "dropout=0.0",
+              "--set", "warmup_steps=10", "--checkpoint-every", "1"]  # fmt: skip
+    assert cli.main([*common, "--devices", "2", "--max-steps", "2"]) == 0
+    assert [step for step, _ in workdir.checkpoints(work)] == [1, 2]
+    history = workdir.read_history(workdir.path(work, workdir.HISTORY))
+    assert history[-1]["val_loss"] is not None and history[-1]["val_bleu"] is not None, history
+    assert cli.main([*common, "--devices", "1", "--max-steps", "3"]) == 0
+    assert [step for step, _ in workdir.checkpoints(work)] == [1, 2, 3]
+    assert cli.main(["average", "--workdir", work, "--last", "3"]) == 0
+
+
+equal_to_one_device()
+with tempfile.TemporaryDirectory() as directory:
+    resumes_on_one_device(directory)
+print("ok", file=sys.stderr)
