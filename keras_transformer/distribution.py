@@ -10,9 +10,10 @@ Each backend's own distribution engine does the work, which is why this
 module, unlike the rest of the library, is not backend-neutral:
 
 - JAX: `keras.distribution.DataParallel`, Keras's engine (one program over a
-  device mesh: the loss is the mean over the whole batch's tokens);
-- TensorFlow: `tf.distribute.MirroredStrategy` (each replica's loss is the
-  mean over its own tokens; the replicas' gradients are averaged);
+  device mesh);
+- TensorFlow: `tf.distribute.MirroredStrategy` (a replica of the step per
+  device, the gradients summed; the loss divides by the whole batch's token
+  count, see `losses.py`, so the sum is the batch's mean);
 - PyTorch: Keras's torch backend has no single-process multi-device
   training (multi-device PyTorch is one process per device with
   `torch.distributed`, not built yet), so only one device.

@@ -53,12 +53,14 @@ def equal_to_one_device():
     steps, batch = 3, 8
 
     def ids(length):
-        return rng.integers(kt.EOS_ID + 1, 40, size=(steps * batch, length)).astype("int32")
+        # Rows of 2 to `length` tokens: a batch's halves hold different token counts.
+        values = rng.integers(kt.EOS_ID + 1, 40, size=(steps * batch, length)).astype("int32")
+        values[np.arange(length) >= rng.integers(2, length + 1, size=(len(values), 1))] = kt.PAD_ID
+        return values
 
-    # No padding: both halves of a batch hold as many target tokens, so the
-    # mean of the replicas' losses (TensorFlow) is the batch's (JAX, 1 device).
     inputs = {"encoder_token_ids": ids(6), "decoder_token_ids": ids(5)}
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, ids(5))).batch(batch)
+    labels = np.where(inputs["decoder_token_ids"] == kt.PAD_ID, kt.PAD_ID, ids(5))
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch)
     keras.utils.set_random_seed(1)
     initial = kt.build_transformer(config).get_weights()
 
