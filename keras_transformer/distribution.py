@@ -20,8 +20,11 @@ module, unlike the rest of the library, is not backend-neutral:
 """
 
 import contextlib
+import functools
 
 import keras
+
+from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
 
 # Why PyTorch refuses N > 1 devices, and what to use instead.
 TORCH_REFUSAL = (
@@ -111,9 +114,36 @@ def data_parallel(devices):
         with keras.distribution.DataParallel(devices=chosen).scope():
             yield devices
     elif backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.distribute.MirroredStrategy(chosen).scope():
+        with _mirrored_strategy(tuple(chosen)).scope():
             yield devices
     else:
         raise ValueError(f"devices={devices}: {TORCH_REFUSAL}")
+
+
+@functools.cache
+def _mirrored_strategy(devices):
+    """One `tf.distribute.MirroredStrategy` per device set and process: a second
+    one over the same devices makes collective ops whose keys clash with the
+    first's (TensorFlow 2.21 fails with "Shape mismatch in the collective")."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def build_for_replicas(model):
+    """Builds a compiled model's loss, metrics and optimizer now, under a TensorFlow
+    strategy of several replicas (elsewhere: nothing to do).
+
+    Keras 3.15's TensorFlow `fit` under `tf.distribute` builds them from its
+    first batch averaged over the replicas (`strategy.reduce("MEAN")`), which
+    turns integer token ids into float64, and the model refuses float ids.
+    Given integer ids here, Keras's own build leaves `fit` nothing to build.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.get_strategy().num_replicas_in_sync < 2:
+        return
+    ids = keras.KerasTensor((None, None), "int32")  # (B, S), (B, T) and the (B, T) labels
+    model._symbolic_build(data_batch=({ENCODER_INPUT: ids, DECODER_INPUT: ids}, ids))

@@ -166,7 +166,8 @@ def _resumed_model(configs, directory, jit_compile):
     model = compile_model(model, training, jit_compile=jit_compile)
     found = workdir.checkpoints(directory)
     if found:
-        model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # built already on TensorFlow replicas
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(found[-1][1])
         print(f"Resuming from {found[-1][1]} (step {optimizer_step(model)})", flush=True)
     return model

@@ -7,6 +7,7 @@ import warnings
 import keras
 
 from keras_transformer.config import TrainingConfig
+from keras_transformer.distribution import build_for_replicas
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.schedules import TransformerSchedule
@@ -70,6 +71,7 @@ def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=No
         jit_compile=_supported_jit_compile(jit_compile),
         **kwargs,
     )
+    build_for_replicas(model)  # a TensorFlow strategy's replicas need it (see there)
     return model
 
 

@@ -68,7 +68,8 @@ def equal_to_one_device():
         with distribution.data_parallel(devices):
             model = kt.build_transformer(config)
             model.set_weights(initial)
-            kt.compile_model(model, kt.TrainingConfig(warmup_steps=2))
+            # epsilon: see ADAM_EPSILON in test_distribution.py.
+            kt.compile_model(model, kt.TrainingConfig(warmup_steps=2, epsilon=1e-3))
             losses = Losses()
             model.fit(dataset, epochs=1, callbacks=[losses], verbose=0, shuffle=False)
             assert replicas_of(model) == devices, (replicas_of(model), devices)
