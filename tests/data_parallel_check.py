@@ -3,9 +3,10 @@ with the CPU split into 2 devices before the backend starts:
 
 1. Data-parallel training on the 2 devices equals one device on the same
    global batches (dropout 0): the losses of each step and the final weights.
-2. `train --devices 2` writes checkpoints that a 1-device run resumes from and
-   `average` averages; validation runs on the 2 devices (an odd number of
-   validation pairs: a last batch padded to an even count).
+2. `train --devices 2` writes checkpoints that a 1-device model resumes from
+   (weights and optimizer state) and `average` averages; validation runs on
+   the 2 devices (an odd number of validation pairs: a last batch padded to
+   an even count).
 """
 
 import os
@@ -27,7 +28,8 @@ if BACKEND == "tensorflow":  # before TensorFlow lists its devices
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras_transformer as kt  # noqa: E402
-from keras_transformer import cli, distribution, workdir  # noqa: E402
+from keras_transformer import cli, distribution, run, workdir  # noqa: E402
+from keras_transformer.callbacks import optimizer_step  # noqa: E402
 
 assert len(distribution.local_devices()) == 2, distribution.local_devices()
 
@@ -48,7 +50,7 @@ class Losses(keras.callbacks.Callback):
 
 
 def equal_to_one_device():
-    config = kt.TransformerConfig.tiny(vocab_size=40, dropout=0.0)
+    config = kt.TransformerConfig.tiny(vocab_size=40, num_layers=1, dropout=0.0)
     rng = np.random.default_rng(0)
     steps, batch = 3, 8
 
@@ -86,21 +88,29 @@ def equal_to_one_device():
 
 def resumes_on_one_device(directory):
     work = os.path.join(directory, "run")
-    valid = os.path.join(directory, "valid.tsv")
-    with open(valid, "w", encoding="utf-8") as file:
-        file.writelines(f"{pair[0]}\t{pair[1]}\n" for pair in kt.data.number_words("valid", size=5))
+    files = {}
+    for split, size in (("train", 150), ("valid", 5)):
+        files[split] = os.path.join(directory, f"{split}.tsv")
+        with open(files[split], "w", encoding="utf-8") as file:
+            file.writelines(f"{s}\t{t}\n" for s, t in kt.data.number_words(split, size=size))
     no_jit = ["--no-jit"] if BACKEND == "tensorflow" else []
-    common = ["train", "--corpus", "number-words:de", "--train-size", "200", "--valid-tsv", valid,
-              "--workdir", work, "--preset", "tiny", "--vocab-size", "100", *no_jit,
-              "--set", "model.max_length=16", "--set", "max_tokens=64", "--set", "dropout=0.0",
-              "--set", "warmup_steps=10", "--checkpoint-every", "1"]  # fmt: skip
-    assert cli.main([*common, "--devices", "2", "--max-steps", "2"]) == 0
+    status = cli.main(["train", "--tsv", files["train"], "--valid-tsv", files["valid"],
+                       "--workdir", work, "--preset", "tiny", "--vocab-size", "100", *no_jit,
+                       "--set", "model.num_layers=1", "--set", "model.max_length=16",
+                       "--set", "max_tokens=64", "--set", "dropout=0.0",
+                       "--set", "warmup_steps=10", "--checkpoint-every", "1", "--devices", "2",
+                       "--max-steps", "2"])  # fmt: skip
+    assert status == 0
     assert [step for step, _ in workdir.checkpoints(work)] == [1, 2]
     history = workdir.read_history(workdir.path(work, workdir.HISTORY))
     assert history[-1]["val_loss"] is not None and history[-1]["val_bleu"] is not None, history
-    assert cli.main([*common, "--devices", "1", "--max-steps", "3"]) == 0
-    assert [step for step, _ in workdir.checkpoints(work)] == [1, 2, 3]
-    assert cli.main(["average", "--workdir", work, "--last", "3"]) == 0
+    # On one device: what `train` resumes from, then what `average` reads.
+    resumed = run._resumed_model(workdir.read_config(work), work, jit_compile=False)
+    assert optimizer_step(resumed) == 2
+    saved = keras.saving.load_model(workdir.path(work, workdir.MODEL), compile=False)
+    for a, b in zip(resumed.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert cli.main(["average", "--workdir", work, "--last", "2"]) == 0
 
 
 equal_to_one_device()
