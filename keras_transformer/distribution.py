@@ -130,6 +130,15 @@ def _mirrored_strategy(devices):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
+def tensorflow_replicas():
+    """The replica count of the TensorFlow strategy in scope (1 without one, or elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync if tf.distribute.has_strategy() else 1
+
+
 def build_for_replicas(model):
     """Builds a compiled model's loss, metrics and optimizer now, under a TensorFlow
     strategy of several replicas (elsewhere: nothing to do).
@@ -139,11 +148,7 @@ def build_for_replicas(model):
     turns integer token ids into float64, and the model refuses float ids.
     Given integer ids here, Keras's own build leaves `fit` nothing to build.
     """
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.get_strategy().num_replicas_in_sync < 2:
+    if tensorflow_replicas() < 2:
         return
     ids = keras.KerasTensor((None, None), "int32")  # (B, S), (B, T) and the (B, T) labels
     model._symbolic_build(data_batch=({ENCODER_INPUT: ids, DECODER_INPUT: ids}, ids))

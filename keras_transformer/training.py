@@ -7,7 +7,7 @@ import warnings
 import keras
 
 from keras_transformer.config import TrainingConfig
-from keras_transformer.distribution import build_for_replicas
+from keras_transformer.distribution import build_for_replicas, tensorflow_replicas
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.schedules import TransformerSchedule
@@ -77,12 +77,25 @@ def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=No
 
 def _supported_jit_compile(jit_compile):
     """PyTorch backend: `torch.compile` (torch 2.13) fails in TorchDynamo's guard
-    evaluation on Keras layers, so the torch backend trains eagerly."""
+    evaluation on Keras layers, so the torch backend trains eagerly.
+
+    TensorFlow with several replicas (`tf.distribute`): Keras puts the whole
+    replicated step in one XLA function, which cannot read the other devices'
+    copies of the variables, so the step runs as a graph without XLA.
+    """
     if jit_compile is True and keras.backend.backend() == "torch":
         warnings.warn(
             "jit_compile=True is not supported on the torch backend (torch.compile fails "
             "on Keras layers); training eagerly.",
             stacklevel=3,
         )
+        return False
+    if jit_compile and tensorflow_replicas() > 1:
+        if jit_compile is True:
+            warnings.warn(
+                "jit_compile=True is not supported on several TensorFlow replicas (XLA "
+                "cannot read the other devices' variables); training without XLA.",
+                stacklevel=3,
+            )
         return False
     return jit_compile

@@ -70,8 +70,11 @@ def equal_to_one_device():
         with distribution.data_parallel(devices):
             model = kt.build_transformer(config)
             model.set_weights(initial)
-            # epsilon: see ADAM_EPSILON in test_distribution.py.
-            kt.compile_model(model, kt.TrainingConfig(warmup_steps=2, epsilon=1e-3))
+            # epsilon: see ADAM_EPSILON in test_distribution.py. XLA on 2
+            # TensorFlow replicas falls back to a graph without it, with a warning.
+            training = kt.TrainingConfig(warmup_steps=2, epsilon=1e-3)
+            kt.compile_model(model, training, jit_compile=True if devices > 1 else "auto")
+            assert model.jit_compile == (BACKEND == "jax"), model.jit_compile
             losses = Losses()
             model.fit(dataset, epochs=1, callbacks=[losses], verbose=0, shuffle=False)
             assert replicas_of(model) == devices, (replicas_of(model), devices)
