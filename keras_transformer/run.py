@@ -203,16 +203,16 @@ def _fit(run):
         callbacks.append(LogLines(run.log_every, run.total))
     epochs = math.ceil(run.total * accumulation / per_epoch) if math.isfinite(run.total) else 10**6
     # An epoch is one pass over the data. A resumed run first finishes the
-    # epoch it was in, then goes on epoch by epoch; each epoch's order depends
-    # on its number alone and the stream skips the batches already seen, so
-    # the order is that of an uninterrupted run.
+    # epoch it was in, skipping the batches seen, then goes on epoch by epoch
+    # from each one's first batch (an update may span two epochs); each
+    # epoch's order depends on its number alone, so the order is that of an
+    # uninterrupted run.
     epoch, offset = divmod(run.start * accumulation, per_epoch)
-    segments = [(epoch, epoch + 1, per_epoch - offset)] if offset else []
-    segments.append((epoch + (1 if offset else 0), epochs, per_epoch))
-    for initial_epoch, end_epoch, steps in segments:
+    segments = [(epoch, epoch + 1, per_epoch - offset, offset)] if offset else []
+    segments.append((epoch + (1 if offset else 0), epochs, per_epoch, 0))
+    for initial_epoch, end_epoch, steps, seen in segments:
         if model.stop_training or optimizer_step(model) >= run.total or initial_epoch >= end_epoch:
             break
-        seen = optimizer_step(model) * accumulation - initial_epoch * per_epoch
         model.fit(
             run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen),
             initial_epoch=initial_epoch,

@@ -213,6 +213,31 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the run's step bookkeeping, the same on every backend: in the torch pass (no XLA)",
+)
+def test_an_accumulating_run_counts_updates_and_resumes_as_if_uninterrupted(corpus, tmp_path):
+    def train(work, max_steps):
+        accumulating = ["--set", "accumulation_steps=2"]
+        return main(*train_arguments(corpus, work, max_steps), *accumulating)
+
+    # 5 updates of 2 batches each; one of them straddles the first epoch's end.
+    assert train(tmp_path / "whole", 5) == 0
+    pairs = kt.data.read_parallel(corpus["train.en"], corpus["train.de"])
+    tokenizer = kt.Tokenizer.load(str(tmp_path / "whole" / "tokenizer.model"))
+    per_epoch = pipeline.BatchedCorpus(pairs, tokenizer, 256, 32).batches_per_epoch
+    assert per_epoch < 10 and per_epoch % 2
+    assert [step for step, _ in workdir.checkpoints(str(tmp_path / "whole"))] == [2, 4, 5]
+    configs = workdir.read_config(str(tmp_path / "whole"))
+    assert configs["training"].accumulation_steps == 2
+    assert train(tmp_path / "split", 2) == 0
+    assert train(tmp_path / "split", 5) == 0
+    for a, b in zip(weights(str(tmp_path / "split" / "model.keras")),
+                    weights(str(tmp_path / "whole" / "model.keras")), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
     work = tmp_path / "nan"
     status = main(
