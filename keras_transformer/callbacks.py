@@ -12,10 +12,32 @@ from keras_transformer.tokenization import PAD_ID
 
 
 def optimizer_step(model):
+    """Updates applied so far (with gradient accumulation, not batches)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
-class Checkpoints(keras.callbacks.Callback):
+class PerUpdate(keras.callbacks.Callback):
+    """Calls `on_update(step, logs)` after each batch that completed an optimizer update.
+
+    With `accumulation_steps` K, Keras ends a batch K times per update and
+    `optimizer.iterations` moves once; a step's checkpoint, log line or
+    validation happens once, at the batch that applied it.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.last_step = optimizer_step(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = optimizer_step(self.model)
+        if step != self.last_step:
+            self.last_step = step
+            self.on_update(step, logs)
+
+    def on_update(self, step, logs):
+        raise NotImplementedError
+
+
+class Checkpoints(PerUpdate):
     """Saves model and optimizer state every `every` steps, keeps the last `keep`.
 
     A non-finite loss stops the run before its weights are saved, so the last
@@ -28,11 +50,14 @@ class Checkpoints(keras.callbacks.Callback):
         self.nan_step = None
 
     def on_train_batch_end(self, batch, logs=None):
-        step = optimizer_step(self.model)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.stop(step)
-        elif step % self.every == 0:
+            self.stop(optimizer_step(self.model))
+        else:
+            super().on_train_batch_end(batch, logs)
+
+    def on_update(self, step, logs):
+        if step % self.every == 0:
             self.save(step)
 
     def stop(self, step):
@@ -50,21 +75,23 @@ class Checkpoints(keras.callbacks.Callback):
             os.remove(old)
 
 
-class StopAt(keras.callbacks.Callback):
-    """Stops at `max_steps` optimizer steps or after `budget_seconds`."""
+class StopAt(PerUpdate):
+    """Stops at `max_steps` optimizer steps or after `budget_seconds`, at an update:
+    never between the micro-batches of one, so a run always ends (and a
+    resumed run starts) at `optimizer.iterations * accumulation_steps` batches."""
 
     def __init__(self, max_steps, budget_seconds):
         super().__init__()
         self.max_steps, self.budget_seconds = max_steps, budget_seconds
         self.began = time.monotonic()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_update(self, step, logs):
         over_time = self.budget_seconds and time.monotonic() - self.began > self.budget_seconds
-        if optimizer_step(self.model) >= self.max_steps or over_time:
+        if step >= self.max_steps or over_time:
             self.model.stop_training = True
 
 
-class Validation(keras.callbacks.Callback):
+class Validation(PerUpdate):
     """Adds `step`, `minutes`, `val_bleu` and `val_chrf` (greedy, on a sample) to the logs.
 
     At each epoch's end (Keras adds `val_loss` then), and with `every`, also
@@ -79,8 +106,7 @@ class Validation(keras.callbacks.Callback):
         self.began = time.monotonic() - 60 * minutes_before
         self.translator = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = optimizer_step(self.model)
+    def on_update(self, step, logs):
         if self.every and step % self.every == 0 and logs is not None:
             if self.dataset is not None:
                 logs["val_loss"] = self.loss()
@@ -114,29 +140,30 @@ class Validation(keras.callbacks.Callback):
         return total / max(tokens, 1.0)
 
 
-class StepLog(keras.callbacks.Callback):
+class StepLog(PerUpdate):
     """Every `every` steps: `learning_rate` and `tokens_per_s` into the logs, and a row in
     `logs/steps.csv` (step, minutes, loss, learning rate, tokens/s, validation when it ran).
 
     Before `TensorBoard(update_freq=every)`, which writes the same scalars per
-    step. tokens/s counts target tokens, at the epoch's mean per batch.
+    step. tokens/s counts target tokens, `tokens_per_step` (the epoch's mean
+    per update: every replica's batch, every micro-batch) per step.
     """
 
-    def __init__(self, directory, every, tokens_per_batch, minutes_before):
+    def __init__(self, directory, every, tokens_per_step, minutes_before):
         super().__init__()
         self.path = workdir.path(directory, workdir.STEPS)
-        self.every, self.tokens_per_batch = every, tokens_per_batch
+        self.every, self.tokens_per_step = every, tokens_per_step
         self.began = time.monotonic() - 60 * minutes_before
         self.last = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        step, now = optimizer_step(self.model), time.monotonic()
+    def on_update(self, step, logs):
+        now = time.monotonic()
         validated = "val_loss" in (logs or {}) or "val_bleu" in (logs or {})
         if logs is None or (step % self.every and not validated):
             return
         if self.last is not None and step > self.last[0]:
             logs["tokens_per_s"] = (
-                (step - self.last[0]) * self.tokens_per_batch / (now - self.last[1])
+                (step - self.last[0]) * self.tokens_per_step / (now - self.last[1])
             )
         self.last = (step, now)
         schedule = self.model.optimizer.learning_rate
@@ -149,7 +176,7 @@ STEP_COLUMNS = ("step", "minutes", "loss", "learning_rate", "tokens_per_s", "val
                 "val_bleu", "val_chrf")  # fmt: skip
 
 
-class LogLines(keras.callbacks.Callback):
+class LogLines(PerUpdate):
     """Plain progress lines, for a log file: every `every` steps, and each epoch's end.
 
     Keras's progress bar redraws one line with terminal escapes; in a file
@@ -161,8 +188,7 @@ class LogLines(keras.callbacks.Callback):
         self.every, self.stream = every, stream
         self.of = f"/{total}" if math.isfinite(total) else ""
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = optimizer_step(self.model)
+    def on_update(self, step, logs):
         if step % self.every == 0:
             self._print(f"step {step}{self.of}", logs)
 

@@ -1,7 +1,7 @@
 """The `keras-transformer` command line (wiring only).
 
     keras-transformer train --src train.en --tgt train.de --workdir runs/en-de --preset small \
-        [--valid-src F --valid-tgt F] [--set key=value ...] \
+        [--valid-src F --valid-tgt F] [--set key=value ...] [--devices N] \
         [--max-steps N | --epochs N | --time-budget MIN]
     keras-transformer translate --workdir runs/en-de [--input F --output F] [--beam-size 4]
     keras-transformer evaluate --workdir runs/en-de --src test.en --ref test.de
@@ -111,6 +111,13 @@ def build_parser():
         "--keep-checkpoints", type=int, default=5, metavar="N", help="the last N are kept"
     )
     train.add_argument("--no-jit", action="store_true", help="do not compile with XLA")
+    train.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="train data-parallel on N devices of this process, each with a batch of "
+        "training.max_tokens (JAX, TensorFlow; default: every GPU, or 1 on a CPU)",
+    )
     train.add_argument(
         "--log-every",
         type=int,

@@ -44,10 +44,13 @@ def read_pairs(args, src, tgt, tsv=None, corpus=None, split="train", size=None):
 
 
 def train(args):
+    from keras_transformer.averaging import average_checkpoints_in
     from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
-    from keras_transformer.run import average_checkpoints_in, train
+    from keras_transformer.distribution import resolve_devices
+    from keras_transformer.run import train
     from keras_transformer.tokenization import Tokenizer
 
+    devices = resolve_devices(args.devices)  # before anything is read or written
     pairs = read_pairs(args, "src", "tgt", args.tsv, args.corpus, "train", args.train_size)
     if pairs is None:
         raise ValueError("No training data: give --src and --tgt, --tsv or --corpus")
@@ -98,6 +101,7 @@ def train(args):
         jit_compile=not args.no_jit,
         log_every=None if is_terminal(sys.stdout) else args.log_every,
         validate_every=args.validate_every,
+        devices=devices,
     )
     print(f"Wrote {workdir.path(args.workdir, workdir.MODEL)}", flush=True)
     if args.average_last:
@@ -255,7 +259,7 @@ def evaluate(args):
 
 
 def average(args):
-    from keras_transformer.run import average_checkpoints_in
+    from keras_transformer.averaging import average_checkpoints_in
 
     print(average_checkpoints_in(args.workdir, args.last))
 

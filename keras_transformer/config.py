@@ -238,8 +238,12 @@ class TrainingConfig(_Record):
         learning_rate_scale: float. Multiplies the schedule; 1.0 is the
             paper's formula.
         beta_1, beta_2, epsilon: Adam's parameters, 0.9, 0.98 and 1e-9 (§5.3).
-        max_tokens: int. Token budget of a batch, per side; the paper uses
-            about 25,000 on 8 GPUs, far too many for one CPU, so 4096.
+        max_tokens: int. Token budget of a batch, per side and per device;
+            the paper uses about 25,000 on 8 GPUs, far too many for one CPU,
+            so 4096. With `--devices N` a step's batch is N budgets.
+        accumulation_steps: int. K: gradients of K batches (micro-batches)
+            are averaged into one update, so one device reaches the paper's
+            batch; the learning-rate schedule counts updates. 1: none.
         seed: int. Seeds shuffling, initialization and dropout.
         precision: str. The model's Keras dtype policy: "float32" (the
             paper's), "mixed_bfloat16" or "mixed_float16" (with loss scaling).
@@ -252,11 +256,12 @@ class TrainingConfig(_Record):
     beta_2: float = 0.98
     epsilon: float = 1e-9
     max_tokens: int = 4096
+    accumulation_steps: int = 1
     seed: int = 1234
     precision: str = "float32"
 
     def __post_init__(self):
-        self._check_positive("warmup_steps", "max_tokens")
+        self._check_positive("warmup_steps", "max_tokens", "accumulation_steps")
         self._check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}. Received: {self.precision!r}",

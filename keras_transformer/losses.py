@@ -48,7 +48,7 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
         token_losses, mask = token_cross_entropy(
             y_true, y_pred, self.label_smoothing, self.ignore_id
         )
-        return ops.sum(token_losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return ops.sum(token_losses * mask) / ops.maximum(_batch_tokens(mask), 1.0)
 
     def get_config(self):
         return {
@@ -56,6 +56,26 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
             "label_smoothing": self.label_smoothing,
             "ignore_id": self.ignore_id,
         }
+
+
+def _batch_tokens(mask):
+    """The real target tokens of the whole batch, on every device that holds part of it.
+
+    TensorFlow's `tf.distribute` runs the loss once per replica, on its share
+    of the batch, and sums the replicas' gradients (Keras does not divide a
+    loss that is already a scalar by the replica count): dividing each
+    replica's sum by the count over all replicas makes the replicas' losses
+    add up to the batch's mean, as on one device, however the tokens fall.
+    JAX's `DataParallel` runs one program over the whole batch: nothing to do.
+    """
+    count = ops.sum(mask)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()  # None between replicas' steps
+        if context is not None and context.num_replicas_in_sync > 1:
+            count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return count
 
 
 def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, ignore_id=PAD_ID):

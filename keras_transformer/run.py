@@ -1,5 +1,6 @@
 """One training run in a work directory (see `workdir.py`): `train()` with
-checkpoints every N steps, resume, validation, and `average_checkpoints()` (§6.1).
+checkpoints every N steps, resume and validation, on one device or several
+(`distribution.py`). Checkpoint averaging (§6.1) is `averaging.py`'s.
 """
 
 import dataclasses
@@ -7,9 +8,11 @@ import math
 import os
 
 import keras
-import numpy as np
 
 from keras_transformer import workdir
+
+# Their home before averaging.py, kept importable from here.
+from keras_transformer.averaging import average_checkpoints, average_checkpoints_in  # noqa: F401
 from keras_transformer.callbacks import (
     Checkpoints,
     LogLines,
@@ -18,6 +21,7 @@ from keras_transformer.callbacks import (
     Validation,
     optimizer_step,
 )
+from keras_transformer.distribution import data_parallel, resolve_devices
 from keras_transformer.training import compile_model
 
 
@@ -37,6 +41,7 @@ class _Run:
     valid_sample: list  # the pairs translated for val_bleu
     start: int  # the optimizer step the run starts from
     total: float  # the step it ends at (math.inf: no step limit)
+    accumulation: int  # micro-batches (batches) per optimizer step
     time_budget: float  # minutes, or None
     checkpoint_every: int
     keep_checkpoints: int
@@ -62,6 +67,7 @@ def train(
     verbose="auto",
     log_every=None,
     validate_every=0,
+    devices=None,
 ):
     """Trains (or resumes) the model described by the work directory's `config.json`.
 
@@ -70,6 +76,11 @@ def train(
     at most the steps since that checkpoint. It ends at `max_steps` steps,
     after `epochs` passes over the data or after `time_budget` minutes,
     whichever comes first, then writes the last checkpoint and `model.keras`.
+
+    A step is an optimizer update: `training.accumulation_steps` batches
+    (each of `devices` times `training.max_tokens` tokens a side). The
+    checkpoints hold one copy of the weights, whatever the device count, so
+    a run may resume on another count (its batches then change size).
 
     Args:
         directory: str. A work directory holding `config.json` (see
@@ -88,6 +99,8 @@ def train(
             escapes), for output to a log file.
         validate_every: int. Also validate (loss, greedy BLEU) every this
             many steps, not only at each epoch's end; 0: per epoch only.
+        devices: int. Devices to train on, data-parallel (see
+            `distribution.py`); None: every accelerator, or 1 on a CPU.
 
     Returns:
         The `Transformer`, trained.
@@ -96,61 +109,80 @@ def train(
         TrainingError: the loss became NaN (the last good checkpoint stays).
     """
     from keras_transformer.data.pipeline import BatchedCorpus, make_dataset
-    from keras_transformer.model import build_transformer
 
     if not (max_steps or epochs or time_budget):
         raise ValueError("Give max_steps, epochs or time_budget: training needs an end")
+    replicas = resolve_devices(devices)
     configs = workdir.read_config(directory)
     config, training = configs["model"], configs["training"]
     keras.utils.set_random_seed(training.seed)
 
     corpus = BatchedCorpus(  # tokenized once, for every segment of the run
-        train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed
-    )
-    if corpus.batches_per_epoch < 1:
+        train_pairs, tokenizer, training.max_tokens, config.max_length, seed=training.seed,
+        replicas=replicas,
+    )  # fmt: skip
+    accumulation = training.accumulation_steps
+    updates_per_epoch = corpus.batches_per_epoch / accumulation
+    if corpus.batches_per_epoch < 1 or (epochs and epochs * updates_per_epoch < 1):
         raise TrainingError(
-            f"{len(train_pairs)} training pairs make no full batch of max_tokens="
-            f"{training.max_tokens}: add data or lower training.max_tokens"
+            f"{len(train_pairs)} training pairs make {corpus.batches_per_epoch} full batch(es) "
+            f"of max_tokens={training.max_tokens} on {replicas} device(s), with "
+            f"accumulation_steps={accumulation}: too few for an update; add data or lower "
+            f"training.max_tokens"
         )
     valid_dataset = None
     if valid_pairs:
         valid_dataset = make_dataset(
             valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
-            drop_remainder=False,
+            drop_remainder=False, replicas=replicas,
         )  # fmt: skip
+    total = min(max_steps or math.inf, int(epochs * updates_per_epoch) if epochs else math.inf)
+    with data_parallel(replicas):  # the model is built, resumed and fit on the replicas
+        model = _resumed_model(configs, directory, jit_compile)
+        run = _Run(
+            model, directory, tokenizer, corpus, valid_dataset,
+            valid_sample=list(valid_pairs or [])[:validation_sample],
+            start=optimizer_step(model), total=total, accumulation=accumulation,
+            time_budget=time_budget, checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            minutes_before=minutes_logged(directory) if optimizer_step(model) else 0.0,
+            jit_compile=jit_compile, verbose=0 if log_every else verbose, log_every=log_every,
+            validate_every=validate_every,
+        )  # fmt: skip
+        if run.start >= run.total:
+            print(f"Already at step {run.start} of {run.total}: nothing to train", flush=True)
+        else:
+            _fit(run)
+        save_model(model, directory)
+    return model
 
-    model = build_transformer(config, dtype=training.precision)
+
+def _resumed_model(configs, directory, jit_compile):
+    """The compiled model, with the last checkpoint's weights and optimizer state if any."""
+    from keras_transformer.model import build_transformer
+
+    training = configs["training"]
+    model = build_transformer(configs["model"], dtype=training.precision)
     model = compile_model(model, training, jit_compile=jit_compile)
-    run = _Run(
-        model, directory, tokenizer, corpus, valid_dataset,
-        valid_sample=list(valid_pairs or [])[:validation_sample],
-        start=0,
-        total=min(max_steps or math.inf, (epochs or math.inf) * corpus.batches_per_epoch),
-        time_budget=time_budget, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints, minutes_before=0.0,
-        jit_compile=jit_compile, verbose=0 if log_every else verbose, log_every=log_every,
-        validate_every=validate_every,
-    )  # fmt: skip
     found = workdir.checkpoints(directory)
     if found:
-        model.optimizer.build(model.trainable_variables)
+        if not model.optimizer.built:  # built already on TensorFlow replicas
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(found[-1][1])
-        run.start, run.minutes_before = optimizer_step(model), minutes_logged(directory)
-        print(f"Resuming from {found[-1][1]} (step {run.start})", flush=True)
-    if run.start >= run.total:
-        print(f"Already at step {run.start} of {run.total}: nothing to train", flush=True)
-    else:
-        _fit(run)
-    save_model(model, directory)
+        print(f"Resuming from {found[-1][1]} (step {optimizer_step(model)})", flush=True)
     return model
 
 
 def _fit(run):
-    model, per_epoch = run.model, run.corpus.batches_per_epoch
+    # Keras counts batches (micro-batches), the optimizer counts updates: a
+    # run stops only at an update (`StopAt`), so `step * accumulation`
+    # batches are behind it, in this run or the runs it resumes.
+    model, per_epoch, accumulation = run.model, run.corpus.batches_per_epoch, run.accumulation
     saver = Checkpoints(run.directory, run.checkpoint_every, run.keep_checkpoints)
     logs = workdir.path(run.directory, workdir.LOGS)
     os.makedirs(logs, exist_ok=True)
     every = run.log_every or 100
+    tokens_per_step = accumulation * run.corpus.target_tokens / per_epoch
     callbacks = [
         saver,
         StopAt(run.total, 60 * run.time_budget if run.time_budget else None),
@@ -163,24 +195,24 @@ def _fit(run):
             every=run.validate_every,
             dataset=run.valid_dataset,
         ),  # fmt: skip
-        StepLog(run.directory, every, run.corpus.target_tokens / per_epoch, run.minutes_before),
+        StepLog(run.directory, every, tokens_per_step, run.minutes_before),
         keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
-        keras.callbacks.TensorBoard(logs, update_freq=every),
+        keras.callbacks.TensorBoard(logs, update_freq=every * accumulation),
     ]
     if run.log_every:  # after validation: its epoch line shows val_bleu
         callbacks.append(LogLines(run.log_every, run.total))
-    epochs = math.ceil(run.total / per_epoch) if math.isfinite(run.total) else 10**6
+    epochs = math.ceil(run.total * accumulation / per_epoch) if math.isfinite(run.total) else 10**6
     # An epoch is one pass over the data. A resumed run first finishes the
-    # epoch it was in, then goes on epoch by epoch; each epoch's order depends
-    # on its number alone and the stream skips the batches already seen, so
-    # the order is that of an uninterrupted run.
-    epoch, offset = divmod(run.start, per_epoch)
-    segments = [(epoch, epoch + 1, per_epoch - offset)] if offset else []
-    segments.append((epoch + (1 if offset else 0), epochs, per_epoch))
-    for initial_epoch, end_epoch, steps in segments:
+    # epoch it was in, skipping the batches seen, then goes on epoch by epoch
+    # from each one's first batch (an update may span two epochs); each
+    # epoch's order depends on its number alone, so the order is that of an
+    # uninterrupted run.
+    epoch, offset = divmod(run.start * accumulation, per_epoch)
+    segments = [(epoch, epoch + 1, per_epoch - offset, offset)] if offset else []
+    segments.append((epoch + (1 if offset else 0), epochs, per_epoch, 0))
+    for initial_epoch, end_epoch, steps, seen in segments:
         if model.stop_training or optimizer_step(model) >= run.total or initial_epoch >= end_epoch:
             break
-        seen = optimizer_step(model) - initial_epoch * per_epoch
         model.fit(
             run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen),
             initial_epoch=initial_epoch,
@@ -232,52 +264,3 @@ def save_model(model, directory):
     with workdir.atomic_write(workdir.path(directory, workdir.MODEL)) as temporary:
         model.save(temporary)
     return workdir.path(directory, workdir.MODEL)
-
-
-def average_checkpoints(model, paths):
-    """Sets `model`'s weights to the mean of the checkpoints at `paths` (paper §6.1).
-
-    "For the base models, we used a single model obtained by averaging the
-    last 5 checkpoints." Only model weights are averaged; optimizer state is
-    left out.
-    """
-    if not paths:
-        raise ValueError("No checkpoints to average")
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    total = None
-    for path in paths:
-        model.load_weights(path)
-        weights = [np.asarray(w, dtype="float64") for w in model.get_weights()]
-        total = weights if total is None else [t + w for t, w in zip(total, weights, strict=True)]
-    dtypes = [w.dtype for w in model.get_weights()]
-    model.set_weights([(t / len(paths)).astype(d) for t, d in zip(total, dtypes, strict=True)])
-    return model
-
-
-def average_checkpoints_in(directory, last=5):
-    """Averages a work directory's last `last` checkpoints into its `model.keras`.
-
-    The model `train` wrote is the last checkpoint's weights, so replacing
-    `model.keras` loses nothing: the checkpoints stay.
-
-    Returns:
-        str: what was done, for the user.
-    """
-    from keras_transformer.model import build_transformer
-
-    if last < 1:
-        raise ValueError(f"--last must be positive. Received: {last}")
-    found = workdir.checkpoints(directory)
-    if not found:
-        folder = workdir.path(directory, workdir.CHECKPOINTS)
-        raise FileNotFoundError(f"No checkpoints in {folder}")
-    chosen = found[-last:]
-    configs = workdir.read_config(directory)
-    training = configs["training"]
-    model = build_transformer(configs["model"], dtype=training.precision)
-    model = compile_model(model, training)
-    average_checkpoints(model, [path for _, path in chosen])
-    target = save_model(model, directory)
-    steps = ", ".join(str(step) for step, _ in chosen)
-    return f"Averaged {len(chosen)} checkpoint(s) (steps {steps}) into {target}"

@@ -7,24 +7,35 @@ import warnings
 import keras
 
 from keras_transformer.config import TrainingConfig
+from keras_transformer.distribution import build_for_replicas, tensorflow_replicas
 from keras_transformer.losses import LabelSmoothedCrossEntropy
 from keras_transformer.metrics import MaskedAccuracy, Perplexity
 from keras_transformer.schedules import TransformerSchedule
 
 
 def create_optimizer(hidden_dim, training_config=None):
-    """Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup schedule (§5.3)."""
+    """Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup schedule (§5.3).
+
+    With `training_config.accumulation_steps` K > 1, Keras's own gradient
+    accumulation: K micro-batches' gradients are averaged into one update
+    (each micro-batch's loss is the mean over its own target tokens, so the
+    micro-batches weigh the same), `optimizer.iterations` counts updates and
+    so does the schedule.
+    """
     training_config = training_config or TrainingConfig()
+    accumulation = training_config.accumulation_steps
     schedule = TransformerSchedule(
         hidden_dim,
         warmup_steps=training_config.warmup_steps,
         scale=training_config.learning_rate_scale,
+        accumulation_steps=accumulation,
     )
     return keras.optimizers.Adam(
         learning_rate=schedule,
         beta_1=training_config.beta_1,
         beta_2=training_config.beta_2,
         epsilon=training_config.epsilon,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )
 
 
@@ -60,17 +71,31 @@ def compile_model(model, training_config=None, jit_compile="auto", hidden_dim=No
         jit_compile=_supported_jit_compile(jit_compile),
         **kwargs,
     )
+    build_for_replicas(model)  # a TensorFlow strategy's replicas need it (see there)
     return model
 
 
 def _supported_jit_compile(jit_compile):
     """PyTorch backend: `torch.compile` (torch 2.13) fails in TorchDynamo's guard
-    evaluation on Keras layers, so the torch backend trains eagerly."""
+    evaluation on Keras layers, so the torch backend trains eagerly.
+
+    TensorFlow with several replicas (`tf.distribute`): Keras puts the whole
+    replicated step in one XLA function, which cannot read the other devices'
+    copies of the variables, so the step runs as a graph without XLA.
+    """
     if jit_compile is True and keras.backend.backend() == "torch":
         warnings.warn(
             "jit_compile=True is not supported on the torch backend (torch.compile fails "
             "on Keras layers); training eagerly.",
             stacklevel=3,
         )
+        return False
+    if jit_compile and tensorflow_replicas() > 1:
+        if jit_compile is True:
+            warnings.warn(
+                "jit_compile=True is not supported on several TensorFlow replicas (XLA "
+                "cannot read the other devices' variables); training without XLA.",
+                stacklevel=3,
+            )
         return False
     return jit_compile

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import sentencepiece
 import tensorflow as tf
+from helpers import runs_once
 from num2words import num2words
 
 import keras_transformer as kt
@@ -243,6 +244,30 @@ def test_over_long_pairs_are_dropped_and_counted(tokenizer, pairs, caplog):
     assert f"{kept} pairs kept, {dropped} dropped as longer than 12 tokens" in caplog.text
     with pytest.raises(ValueError, match="max_tokens must hold one sequence"):
         kt.data.make_dataset(pairs, tokenizer, max_tokens=10, max_length=12)
+
+
+@runs_once
+def test_batches_for_two_replicas_hold_a_budget_each_and_divide_evenly(tokenizer, pairs):
+    max_tokens, max_length = 256, 64
+    dataset = kt.data.make_dataset(pairs, tokenizer, max_tokens, max_length, replicas=2)
+    result = batches(dataset)
+    assert int(dataset.cardinality()) == len(result) > 0
+    for source, _, labels in result:
+        # Each replica's half is the batch one device gets from the budget.
+        assert len(labels) == 2 * max(max_tokens // max(source.shape[1], labels.shape[1]), 1)
+    # Evaluation sees every pair; a last, partial batch gets empty rows to an even count.
+    subset = pairs[:301]
+    dataset = kt.data.make_dataset(subset, tokenizer, max_tokens, max_length, shuffle=False,
+                                   drop_remainder=False, replicas=2)  # fmt: skip
+    result = batches(dataset)
+    assert all(len(labels) % 2 == 0 for _, _, labels in result)
+    rows = [(source, labels) for sources, _, batch_labels in result
+            for source, labels in zip(sources, batch_labels, strict=True)]  # fmt: skip
+    empty = [(source == kt.PAD_ID).all() and (labels == kt.PAD_ID).all() for source, labels in rows]
+    assert 0 < sum(empty) < len(result)
+    sources = [tokenizer.decode(source) for (source, _), blank in zip(rows, empty, strict=True)
+               if not blank]  # fmt: skip
+    assert collections.Counter(sources) == collections.Counter(source for source, _ in subset)
 
 
 def test_dataset_feeds_model_fit(tokenizer, pairs):

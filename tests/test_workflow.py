@@ -217,6 +217,28 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
 
 
 @runs_once
+def test_an_accumulating_run_counts_updates_and_resumes_as_if_uninterrupted(corpus, tmp_path):
+    def train(work, max_steps):
+        accumulating = ["--set", "accumulation_steps=2"]
+        return main(*train_arguments(corpus, work, max_steps), *accumulating)
+
+    # 5 updates of 2 batches each; one of them straddles the first epoch's end.
+    assert train(tmp_path / "whole", 5) == 0
+    pairs = kt.data.read_parallel(corpus["train.en"], corpus["train.de"])
+    tokenizer = kt.Tokenizer.load(str(tmp_path / "whole" / "tokenizer.model"))
+    per_epoch = pipeline.BatchedCorpus(pairs, tokenizer, 256, 32).batches_per_epoch
+    assert per_epoch < 10 and per_epoch % 2
+    assert [step for step, _ in workdir.checkpoints(str(tmp_path / "whole"))] == [2, 4, 5]
+    configs = workdir.read_config(str(tmp_path / "whole"))
+    assert configs["training"].accumulation_steps == 2
+    assert train(tmp_path / "split", 2) == 0
+    assert train(tmp_path / "split", 5) == 0
+    for a, b in zip(weights(str(tmp_path / "split" / "model.keras")),
+                    weights(str(tmp_path / "whole" / "model.keras")), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@runs_once
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, capsys):
     work = tmp_path / "nan"
     status = main(
@@ -233,6 +255,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, cap
         model.optimizer.build(model.trainable_variables)
         model.load_weights(path)
         assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+# This process has one CPU device; Keras's torch backend trains on one device a process.
+TOO_MANY_DEVICES = (
+    "--devices 64: the torch backend trains on one device per process"
+    if keras.backend.backend() == "torch"
+    else "--devices 64: this process found 1 device(s)"
+)
 
 
 def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsys):
@@ -254,6 +284,7 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
           says="warmup_steps='soon'")  # fmt: skip
     fails("train", *data, *TINY, "--set", "precision=float64", "--max-steps", 1,
           says="Received: 'float64'")  # fmt: skip
+    fails("train", *data, *TINY, "--devices", 64, "--max-steps", 1, says=TOO_MANY_DEVICES)
     assert not work.exists()  # nothing was written by the refused commands
 
     fails("translate", "--workdir", work, says="is not a work directory")
@@ -266,7 +297,9 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(corpus, tmp_path, capsy
     fails("train", *data, *TINY, "--max-steps", 1, says="model.max_length: 64 -> 32")
     fails("train", *data, *TINY, "--precision", "mixed_bfloat16", "--max-steps", 1,
           says="training.precision: 'float32' -> 'mixed_bfloat16'")  # fmt: skip
+    fails("train", *data, *TINY, "--devices", 64, "--max-steps", 1, says=TOO_MANY_DEVICES)
     assert (work / "config.json").read_text() == config_before
+    assert sorted(os.listdir(work)) == ["config.json"]
     fails("translate", "--workdir", work, says="model.keras is missing")
 
     output = tmp_path / "keep.txt"

@@ -5,7 +5,9 @@ training batch contained a set of sentence pairs containing approximately
 25000 source tokens and 25000 target tokens." Here a batch holds at most
 `max_tokens` padded tokens per side, and padded lengths come from a small
 fixed set of buckets, so XLA compiles a handful of programs, not one per
-length.
+length. For data-parallel training over `replicas` devices the budget is each
+replica's: a batch holds `replicas` times as many sentences, so every batch
+divides evenly across the devices.
 
 TensorFlow by nature: `model.fit` accepts a `tf.data.Dataset` on every
 backend. Text is tokenized once, in Python, by the SentencePiece model.
@@ -72,6 +74,7 @@ def make_dataset(
     seed=0,
     drop_remainder=True,
     epochs=None,
+    replicas=1,
 ):
     """A `tf.data.Dataset` of `({"encoder_token_ids", "decoder_token_ids"}, labels)`.
 
@@ -95,13 +98,19 @@ def make_dataset(
             batches come in the same order in every run that reaches it (a
             resumed run starts at its epoch). Default: one epoch, shuffled
             anew each time it is iterated.
+        replicas: int. Devices a batch is split over: each bucket's batch
+            holds `replicas` times the sentences `max_tokens` allows (the
+            budget is per replica), and a last, partial batch
+            (`drop_remainder=False`) is padded with rows of padding, which
+            the loss and metrics mask out, to a multiple of `replicas`.
 
     Returns:
         The dataset; its `cardinality()` is the number of batches per epoch
         (with `epochs`, of all of them).
     """
     corpus = BatchedCorpus(pairs, tokenizer, max_tokens, max_length, buckets, shuffle=shuffle,
-                           seed=seed, drop_remainder=drop_remainder)  # fmt: skip
+                           seed=seed, drop_remainder=drop_remainder,
+                           replicas=replicas)  # fmt: skip
     return corpus.dataset(epochs)
 
 
@@ -118,7 +127,7 @@ class BatchedCorpus:
     """
 
     def __init__(self, pairs, tokenizer, max_tokens, max_length, buckets=DEFAULT_BUCKETS, *,
-                 shuffle=True, seed=0, drop_remainder=True):  # fmt: skip
+                 shuffle=True, seed=0, drop_remainder=True, replicas=1):  # fmt: skip
         self.boundaries = bucket_boundaries(max_length, buckets)
         if max_tokens < self.boundaries[-1]:
             raise ValueError(
@@ -136,12 +145,14 @@ class BatchedCorpus:
         )
         if not sources:
             raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be a positive integer. Received: {replicas!r}")
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
-        self.drop_remainder = drop_remainder
+        self.drop_remainder, self.replicas = drop_remainder, replicas
         # Bucketing hides the batch count from tf.data; it is known, so say it
         # (Keras then shows a full progress bar and knows where an epoch ends).
         self.batches_per_epoch = count_batches(
-            sources, targets, self.boundaries, max_tokens, drop_remainder
+            sources, targets, self.boundaries, max_tokens, drop_remainder, replicas
         )
         self.target_tokens = sum(map(len, targets))
         self.count, self.sources, self.targets = len(sources), _ragged(sources), _ragged(targets)
@@ -169,33 +180,35 @@ class BatchedCorpus:
         dataset = dataset.map(
             _teacher_forcing, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-        dataset = _bucket(dataset, self.boundaries, self.max_tokens, self.drop_remainder)
+        dataset = _bucket(
+            dataset, self.boundaries, self.max_tokens, self.drop_remainder, self.replicas
+        )
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch))
         if self.shuffle:
             dataset = dataset.shuffle(64, seed=seed, reshuffle_each_iteration=reshuffle)
         return dataset
 
 
-def batch_sizes(boundaries, max_tokens):
+def batch_sizes(boundaries, max_tokens, replicas=1):
     """`(N, N)` sentences per batch for (source bucket, target bucket): the token budget
-    divided by the longer padded side."""
+    divided by the longer padded side (at least one sentence), times `replicas`."""
     lengths = np.asarray(boundaries, dtype=np.int64)
-    return np.maximum(max_tokens // np.maximum.outer(lengths, lengths), 1)
+    return np.maximum(max_tokens // np.maximum.outer(lengths, lengths), 1) * replicas
 
 
-def count_batches(sources, targets, boundaries, max_tokens, drop_remainder):
+def count_batches(sources, targets, boundaries, max_tokens, drop_remainder, replicas=1):
     """The number of batches `_bucket` makes of these pairs, whatever the order."""
     # The smallest boundary >= length, as `_bucket` picks it.
     source_buckets = np.searchsorted(boundaries, [len(s) for s in sources])
     target_buckets = np.searchsorted(boundaries, [len(t) for t in targets])
     counts = np.zeros((len(boundaries), len(boundaries)), dtype=np.int64)
     np.add.at(counts, (source_buckets, target_buckets), 1)
-    sizes = batch_sizes(boundaries, max_tokens)
+    sizes = batch_sizes(boundaries, max_tokens, replicas)
     per_pair = counts // sizes if drop_remainder else -(-counts // sizes)
     return int(per_pair.sum())
 
 
-def _bucket(dataset, boundaries, max_tokens, drop_remainder):
+def _bucket(dataset, boundaries, max_tokens, drop_remainder, replicas):
     """Groups pairs by (source bucket, target bucket) and pads to those lengths.
 
     Bucketing each side on its own keeps a short source from being padded to
@@ -204,7 +217,7 @@ def _bucket(dataset, boundaries, max_tokens, drop_remainder):
     lengths = tf.constant(boundaries, dtype=tf.int64)
     count = len(boundaries)
     # (N*N,): key = source bucket * N + target bucket -> sentences per batch
-    sizes = tf.constant(batch_sizes(boundaries, max_tokens).reshape(-1), dtype=tf.int64)
+    sizes = tf.constant(batch_sizes(boundaries, max_tokens, replicas).reshape(-1), dtype=tf.int64)
 
     def bucket_index(length):
         # The smallest boundary >= length.
@@ -230,4 +243,23 @@ def _bucket(dataset, boundaries, max_tokens, drop_remainder):
             drop_remainder=drop_remainder,
         )
 
-    return dataset.group_by_window(key, batch, window_size_func=batch_size)
+    dataset = dataset.group_by_window(key, batch, window_size_func=batch_size)
+    if replicas > 1 and not drop_remainder:
+        dataset = dataset.map(lambda inputs, labels: _pad_rows((inputs, labels), replicas))
+    return dataset
+
+
+def _pad_rows(batch, replicas):
+    """Pads a batch with rows of PAD_ID to a multiple of `replicas` rows.
+
+    A row of padding has no target token, so the loss and the metrics leave
+    it out; an all-padding source attends everywhere (see the attention
+    layer), so no NaN.
+    """
+    rows = tf.shape(batch[1])[0]
+    extra = (-rows) % replicas
+
+    def pad(tensor):
+        return tf.pad(tensor, [[0, extra], [0, 0]], constant_values=PAD_ID)
+
+    return tf.nest.map_structure(pad, batch)
