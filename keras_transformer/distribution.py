@@ -25,6 +25,7 @@ import functools
 import keras
 
 from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
+from keras_transformer.tokenization import EOS_ID
 
 # Why PyTorch refuses N > 1 devices, and what to use instead.
 TORCH_REFUSAL = (
@@ -146,9 +147,16 @@ def build_for_replicas(model):
     Keras 3.15's TensorFlow `fit` under `tf.distribute` builds them from its
     first batch averaged over the replicas (`strategy.reduce("MEAN")`), which
     turns integer token ids into float64, and the model refuses float ids.
-    Given integer ids here, Keras's own build leaves `fit` nothing to build.
+    Built here from integer ids (one batch of two tokens, through the public
+    `compute_loss` and `compute_metrics`; `fit` resets the metrics it fed),
+    they leave `fit` nothing to build.
     """
     if tensorflow_replicas() < 2:
         return
-    ids = keras.KerasTensor((None, None), "int32")  # (B, S), (B, T) and the (B, T) labels
-    model._symbolic_build(data_batch=({ENCODER_INPUT: ids, DECODER_INPUT: ids}, ids))
+    ids = keras.ops.full((2, 2), EOS_ID, dtype="int32")  # (B, S), (B, T) and the (B, T) labels
+    inputs = {ENCODER_INPUT: ids, DECODER_INPUT: ids}
+    logits = model(inputs)
+    model.compute_loss(inputs, ids, logits)
+    model.compute_metrics(inputs, ids, logits)
+    model.optimizer.build(model.trainable_variables)
+    model.reset_metrics()
