@@ -10,8 +10,10 @@ import dataclasses
 import json
 import typing
 
-from keras_transformer.layers.normalization import NORMALIZATIONS
-from keras_transformer.layers.position_encoding import POSITION_ENCODINGS
+# The allowed values of two architecture fields; the layers read them from here,
+# so that the configs import no Keras (the command line parses before it loads).
+NORMALIZATIONS = ("layer", "batch", "masked_batch")
+POSITION_ENCODINGS = ("sinusoidal", "learned")
 
 
 class _Record:

@@ -21,7 +21,7 @@ no other sentence and cached decoding equals the full decoder.
 import keras
 from keras import ops
 
-NORMALIZATIONS = ("layer", "batch", "masked_batch")
+from keras_transformer.config import NORMALIZATIONS
 
 # Keras' BatchNormalization default, for both batch norms.
 BATCH_NORM_MOMENTUM = 0.99

@@ -10,9 +10,8 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.config import POSITION_ENCODINGS
 from keras_transformer.layers.transformer_layer import check_positive
-
-POSITION_ENCODINGS = ("sinusoidal", "learned")
 
 
 def make_position_encoding(position_encoding, max_length, hidden_dim, dtype, name):
