@@ -10,6 +10,8 @@ import dataclasses
 import json
 import typing
 
+from keras_transformer.checks import check_fraction, check_positive_integer
+
 # The allowed values of two architecture fields; the layers read them from here,
 # so that the configs import no Keras (the command line parses before it loads).
 NORMALIZATIONS = ("layer", "batch", "masked_batch")
@@ -69,21 +71,18 @@ class _Record:
         if not condition:
             raise ValueError(f"{type(self).__name__}: {message}")
 
+    def _check_fields(self, check, *names):
+        """`check` (from `keras_transformer.checks`) on the named fields."""
+        try:
+            check(**{name: getattr(self, name) for name in names})
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: {error}") from None
+
     def _check_positive(self, *names):
-        for name in names:
-            value = getattr(self, name)
-            self._check(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                f"{name} must be a positive integer. Received: {name}={value!r}",
-            )
+        self._check_fields(check_positive_integer, *names)
 
     def _check_fraction(self, *names):
-        for name in names:
-            value = getattr(self, name)
-            self._check(
-                isinstance(value, (int, float)) and 0.0 <= value < 1.0,
-                f"{name} must be in [0, 1). Received: {name}={value!r}",
-            )
+        self._check_fields(check_fraction, *names)
 
 
 def _convert(key, text, kind):

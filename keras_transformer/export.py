@@ -37,6 +37,7 @@ import tempfile
 import keras
 
 from keras_transformer import workdir
+from keras_transformer.checks import check_positive_integer
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.translator import SOURCE_BUCKETS
 from keras_transformer.tokenization import EOS_ID, PAD_ID, Tokenizer
@@ -113,8 +114,7 @@ def _next_version(path):
 
 
 def _check_version(version):
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer. Received: version={version!r}")
+    check_positive_integer(version=version)
     return version
 
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_transformer.checks import check_fraction
 from keras_transformer.tokenization import PAD_ID
 
 
@@ -36,10 +37,7 @@ class LabelSmoothedCrossEntropy(keras.losses.Loss):
     def __init__(
         self, label_smoothing=0.1, ignore_id=PAD_ID, name="label_smoothed_cross_entropy", **kwargs
     ):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing}"
-            )
+        check_fraction(label_smoothing=label_smoothing)
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
         self.ignore_id = ignore_id

@@ -28,12 +28,9 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_transformer.checks import check_fraction, check_positive
 from keras_transformer.layers import TokenEmbedding, padding_mask
-from keras_transformer.layers.transformer_layer import (
-    check_dtype_policy,
-    check_fraction,
-    check_positive,
-)
+from keras_transformer.layers.transformer_layer import check_dtype_policy
 from keras_transformer.translation_model import TranslationModel
 
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_transformer.layers.transformer_layer import check_positive
+from keras_transformer.checks import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

@@ -137,3 +137,19 @@ def test_the_model_side_imports_without_tensorflow():
         "assert 'tensorflow' in sys.modules\n"
     )
     run_python(code, "jax")
+
+
+@runs_once
+def test_the_shared_checks_take_numpy_numbers_and_refuse_bools_naming_the_value():
+    import numpy as np
+
+    from keras_transformer.checks import check_fraction, check_positive_integer
+
+    check_positive_integer(num_layers=np.int64(3))
+    check_fraction(dropout=np.float32(0.1))
+    with pytest.raises(
+        ValueError, match="num_layers must be a positive integer. Received: num_layers=True"
+    ):
+        check_positive_integer(num_layers=True)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\). Received: dropout='high'"):
+        check_fraction(dropout="high")

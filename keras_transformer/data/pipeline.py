@@ -18,6 +18,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from keras_transformer.checks import check_positive_integer
 from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
 from keras_transformer.tokenization import BOS_ID, PAD_ID
 
@@ -145,8 +146,7 @@ class BatchedCorpus:
         )
         if not sources:
             raise ValueError(f"Every pair is longer than max_length={max_length} tokens")
-        if not isinstance(replicas, int) or replicas < 1:
-            raise ValueError(f"replicas must be a positive integer. Received: {replicas!r}")
+        check_positive_integer(replicas=replicas)
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
         self.drop_remainder, self.replicas = drop_remainder, replicas
         # Bucketing hides the batch count from tf.data; it is known, so say it

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transformer.checks import check_positive_integer
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.compile import compile_search
 from keras_transformer.decoding.search import NEG_INF, beam_search, greedy_search
@@ -120,8 +121,7 @@ class Translator(TextTranslator):
                 "decoding_config must be a DecodingConfig; pass beam_size and the other "
                 f"fields by keyword. Received: decoding_config={decoding_config!r}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
+        check_positive_integer(batch_size=batch_size)
         self.model = model
         self.tokenizer = tokenizer
         self.decoding_config = decoding_config.replace(**overrides)

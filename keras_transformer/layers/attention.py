@@ -5,9 +5,9 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.checks import check_fraction, check_heads
 from keras_transformer.layers.cache import write_positions
 from keras_transformer.layers.initializers import clone_initializer
-from keras_transformer.layers.transformer_layer import check_fraction, check_heads
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

@@ -2,8 +2,8 @@
 
 import keras
 
+from keras_transformer.checks import check_positive
 from keras_transformer.layers.initializers import clone_initializer
-from keras_transformer.layers.transformer_layer import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

@@ -21,6 +21,7 @@ no other sentence and cached decoding equals the full decoder.
 import keras
 from keras import ops
 
+from keras_transformer.checks import check_fraction, check_positive
 from keras_transformer.config import NORMALIZATIONS
 
 # Keras' BatchNormalization default, for both batch norms.
@@ -117,10 +118,8 @@ class MaskedBatchNormalization(keras.layers.Layer):
 
     def __init__(self, momentum=BATCH_NORM_MOMENTUM, epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum!r}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be positive. Received: epsilon={epsilon!r}")
+        check_fraction(momentum=momentum)
+        check_positive(epsilon=epsilon)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         # Read the float32 variables as they are under a mixed policy.

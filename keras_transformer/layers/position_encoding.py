@@ -10,8 +10,8 @@ import math
 import keras
 from keras import ops
 
+from keras_transformer.checks import check_positive
 from keras_transformer.config import POSITION_ENCODINGS
-from keras_transformer.layers.transformer_layer import check_positive
 
 
 def make_position_encoding(position_encoding, max_length, hidden_dim, dtype, name):

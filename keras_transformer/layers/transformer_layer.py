@@ -1,9 +1,11 @@
-"""What the encoder and decoder layers share: argument checks, the residual
+"""What the encoder and decoder layers share: the dtype-policy check (the
+other argument checks are in `keras_transformer.checks`), the residual
 connection around every sublayer (paper §3.1, §5.4) and the base class that
 builds their sublayers."""
 
 import keras
 
+from keras_transformer.checks import check_fraction, check_heads, check_positive
 from keras_transformer.layers.initializers import clone_initializer
 from keras_transformer.layers.normalization import (
     check_normalization,
@@ -11,32 +13,6 @@ from keras_transformer.layers.normalization import (
     norm_name,
     normalize,
 )
-
-
-def _received(values):
-    return "Received: " + ", ".join(f"{name}={value!r}" for name, value in values.items())
-
-
-def check_positive(**values):
-    """Raises a ValueError quoting the values unless each one is > 0."""
-    if not all(value > 0 for value in values.values()):
-        raise ValueError(f"{' and '.join(values)} must be positive. {_received(values)}")
-
-
-def check_fraction(**values):
-    """Raises a ValueError quoting the value unless each one is in [0, 1) (a dropout rate)."""
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1). {_received({name: value})}")
-
-
-def check_heads(hidden_dim, num_heads):
-    """Raises a ValueError quoting both unless `num_heads` is positive and divides `hidden_dim`."""
-    if num_heads <= 0 or hidden_dim % num_heads:
-        raise ValueError(
-            "num_heads must be positive and divide hidden_dim. "
-            + _received(dict(hidden_dim=hidden_dim, num_heads=num_heads))
-        )
 
 
 def check_dtype_policy(dtype):
