@@ -40,3 +40,12 @@ def check_heads(hidden_dim, num_heads):
             "num_heads must be positive and divide hidden_dim. "
             + received(dict(hidden_dim=hidden_dim, num_heads=num_heads))
         )
+
+
+def check_choice(allowed, **values):
+    """Raises a ValueError naming the allowed values unless each value is one of `allowed`."""
+    for name, value in values.items():
+        if value not in allowed:
+            raise ValueError(
+                f"{name} must be one of {', '.join(map(repr, allowed))}. {received({name: value})}"
+            )

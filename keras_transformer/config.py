@@ -7,10 +7,11 @@ rebuilt from `config.json` without them.
 """
 
 import dataclasses
+import functools
 import json
 import typing
 
-from keras_transformer.checks import check_fraction, check_positive_integer
+from keras_transformer.checks import check_choice, check_fraction, check_positive_integer
 
 # The allowed values of two architecture fields; the layers read them from here,
 # so that the configs import no Keras (the command line parses before it loads).
@@ -171,16 +172,8 @@ class TransformerConfig(_Record):
             f"layer_norm_epsilon must be a positive float. "
             f"Received: layer_norm_epsilon={self.layer_norm_epsilon!r}",
         )
-        for name, allowed in (
-            ("normalization", NORMALIZATIONS),
-            ("position_encoding", POSITION_ENCODINGS),
-        ):
-            value = getattr(self, name)
-            self._check(
-                value in allowed,
-                f"{name} must be one of {', '.join(map(repr, allowed))}. "
-                f"Received: {name}={value!r}",
-            )
+        self._check_fields(functools.partial(check_choice, NORMALIZATIONS), "normalization")
+        self._check_fields(functools.partial(check_choice, POSITION_ENCODINGS), "position_encoding")
         for name in ("share_embeddings", "normalize_first"):
             value = getattr(self, name)
             self._check(

@@ -24,6 +24,7 @@ import functools
 
 import keras
 
+from keras_transformer.checks import check_positive_integer
 from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
 from keras_transformer.tokenization import EOS_ID
 
@@ -74,8 +75,7 @@ def resolve_devices(devices=None):
     """
     if devices is None:
         return default_devices()
-    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
-        raise ValueError(f"--devices must be a positive integer. Received: {devices!r}")
+    check_positive_integer(devices=devices)
     if devices == 1:
         return 1
     if keras.backend.backend() == "torch":

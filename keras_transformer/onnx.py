@@ -22,7 +22,7 @@ import tempfile
 import numpy as np
 
 from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
-from keras_transformer.tokenization import EOS_ID, Tokenizer
+from keras_transformer.tokenization import EOS_ID
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.model"
@@ -104,12 +104,9 @@ def _write_graph(model, path):
 
 def _model_and_tokenizer(model_or_workdir, tokenizer):
     if isinstance(model_or_workdir, (str, os.PathLike)):
-        import keras
+        from keras_transformer.decoding import Translator
 
-        from keras_transformer import workdir
-
-        model_path, tokenizer_path, _ = workdir.model_files(os.fspath(model_or_workdir))
-        return keras.saving.load_model(model_path, compile=False), Tokenizer.load(tokenizer_path)
+        model_or_workdir = Translator.from_workdir(model_or_workdir)
     if hasattr(model_or_workdir, "tokenizer"):  # a Translator
         return model_or_workdir.model, model_or_workdir.tokenizer
     return model_or_workdir, tokenizer

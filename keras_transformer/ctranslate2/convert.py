@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from keras_transformer.tokenization import BOS_ID, Tokenizer
+from keras_transformer.tokenization import BOS_ID
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16", "float32")
 DECODING_FILE = "keras_transformer_decoding.json"
@@ -76,16 +76,12 @@ def export_ctranslate2(translator_or_workdir, out_dir, quantization=None):
 
 
 def _model_tokenizer_decoding(translator_or_workdir):
-    if not isinstance(translator_or_workdir, (str, os.PathLike)):
-        translator = translator_or_workdir
-        return translator.model, translator.tokenizer, translator.decoding_config
-    import keras
+    translator = translator_or_workdir
+    if isinstance(translator, (str, os.PathLike)):
+        from keras_transformer.decoding import Translator
 
-    from keras_transformer import workdir
-
-    model_path, tokenizer_path, decoding = workdir.model_files(os.fspath(translator_or_workdir))
-    model = keras.saving.load_model(model_path, compile=False)
-    return model, Tokenizer.load(tokenizer_path), decoding
+        translator = Translator.from_workdir(translator)
+    return translator.model, translator.tokenizer, translator.decoding_config
 
 
 def transformer_spec(model, tokenizer):

@@ -11,7 +11,7 @@ from keras_transformer.checks import check_positive_integer
 from keras_transformer.config import DecodingConfig
 from keras_transformer.decoding.compile import compile_search
 from keras_transformer.decoding.search import NEG_INF, beam_search, greedy_search
-from keras_transformer.tokenization import EOS_ID, PAD_ID
+from keras_transformer.tokenization import EOS_ID, PAD_ID, Tokenizer
 
 logger = logging.getLogger("keras_transformer")
 
@@ -127,6 +127,16 @@ class Translator(TextTranslator):
         self.decoding_config = decoding_config.replace(**overrides)
         self.batch_size = batch_size
         self._search = compile_search(self.search_batch, model, jit_compile)
+
+    @classmethod
+    def from_workdir(cls, directory, **kwargs):
+        """A work directory's `model.keras`, tokenizer and decoding settings (`kwargs`:
+        `batch_size`, `jit_compile` and field overrides, as for the constructor)."""
+        from keras_transformer import workdir
+
+        model_path, tokenizer_path, decoding = workdir.model_files(os.fspath(directory))
+        model = keras.saving.load_model(model_path, compile=False)
+        return cls(model, Tokenizer.load(tokenizer_path), decoding, **kwargs)
 
     def search_batch(self, encoder_token_ids, row_limits, max_decode_length):
         """`(B, S)` ids -> `(B, K, T)` sequences and `(B, K)` scores (K = 1 for greedy).

@@ -21,7 +21,7 @@ no other sentence and cached decoding equals the full decoder.
 import keras
 from keras import ops
 
-from keras_transformer.checks import check_fraction, check_positive
+from keras_transformer.checks import check_choice, check_fraction, check_positive
 from keras_transformer.config import NORMALIZATIONS
 
 # Keras' BatchNormalization default, for both batch norms.
@@ -30,11 +30,7 @@ BATCH_NORM_MOMENTUM = 0.99
 
 def check_normalization(normalization):
     """Raises a ValueError naming `normalization` and the allowed values unless it is one."""
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"normalization must be one of {', '.join(map(repr, NORMALIZATIONS))}. "
-            f"Received: normalization={normalization!r}"
-        )
+    check_choice(NORMALIZATIONS, normalization=normalization)
 
 
 def norm_name(block, normalization):

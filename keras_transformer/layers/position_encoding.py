@@ -10,17 +10,13 @@ import math
 import keras
 from keras import ops
 
-from keras_transformer.checks import check_positive
+from keras_transformer.checks import check_choice, check_positive
 from keras_transformer.config import POSITION_ENCODINGS
 
 
 def make_position_encoding(position_encoding, max_length, hidden_dim, dtype, name):
     """A new `position_encoding` layer ("sinusoidal" or "learned"), or a ValueError naming it."""
-    if position_encoding not in POSITION_ENCODINGS:
-        raise ValueError(
-            f"position_encoding must be one of {', '.join(map(repr, POSITION_ENCODINGS))}. "
-            f"Received: position_encoding={position_encoding!r}"
-        )
+    check_choice(POSITION_ENCODINGS, position_encoding=position_encoding)
     if position_encoding == "learned":
         return LearnedPositionEmbedding(max_length, hidden_dim, dtype=dtype, name=name)
     return SinusoidalPositionEncoding(dtype=dtype, name=name)
