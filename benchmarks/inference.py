@@ -12,6 +12,15 @@ peak resident memory is its own:
 - `ct2-float32`, `ct2-int8`: `export_ctranslate2` with that quantization, run
   by `CTranslate2Translator` with `--threads` intra-op threads.
 
+The ONNX export holds the forward pass, not the search, so ONNX Runtime is
+measured where it applies, in a second table: the teacher-forced forward
+pass over the test pairs (source and reference, batches of 64 sorted by
+length), sentences/s and the largest difference of a sentence's
+log-probability from the Keras model's:
+
+- `forward-keras-jax` (XLA), `forward-keras-torch` (eager): `predict_on_batch`;
+- `forward-onnxruntime`: `export_onnx`, run by ONNX Runtime with `--threads`.
+
 Each peer translates the whole test set once to warm up (compilation, caches)
 and once timed; sentences/s is the timed pass. BLEU and chrF are sacreBLEU's
 on the timed pass's output.
@@ -28,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from forward_pass import FORWARD_PEERS, forward_worker, print_forward  # noqa: E402
 from harness import cpu_model, peak_rss_mib, print_table, report, run_worker  # noqa: E402
 
 PEERS = {
@@ -51,6 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="CTranslate2 intra-op threads")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated")
+    parser.add_argument(
+        "--forward-peers", default=",".join(FORWARD_PEERS), help="comma-separated; '' for none"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "DIR"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -78,14 +91,21 @@ def make_translator(peer, args, scratch):
     return kt.Translator(model, kt.Tokenizer.load(tokenizer_path), decoding)
 
 
-def worker(args):
-    from keras_transformer import evaluation
+def read_pairs(args):
     from keras_transformer.data import read_parallel
 
-    peer, scratch = args.worker
-    pairs = read_parallel(
+    return read_parallel(
         os.path.join(args.data, args.source), os.path.join(args.data, args.reference)
     )[: args.sentences]
+
+
+def worker(args):
+    from keras_transformer import evaluation
+
+    peer, scratch = args.worker
+    if peer in FORWARD_PEERS:
+        return forward_worker(args, peer, scratch, read_pairs(args))
+    pairs = read_pairs(args)
     sources, references = [s for s, _ in pairs], [r for _, r in pairs]
     began = time.perf_counter()
     translator = make_translator(peer, args, scratch)
@@ -114,7 +134,7 @@ def main():
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores", flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for peer in args.peers.split(","):
+        for peer in [p for p in args.peers.split(",") if p]:
             print(f"running {peer} ...", file=sys.stderr, flush=True)
             results[peer] = run_worker(
                 os.path.abspath(__file__), [peer, scratch, *forwarded], backend=PEERS[peer]
@@ -151,7 +171,19 @@ def main():
             ("rss", "peak RSS MiB"),
         ],
     )
-    print(json.dumps({"cpu": cpu_model(), "args": vars(args), "results": results}))
+    forward = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for peer in [p for p in args.forward_peers.split(",") if p]:
+            print(f"running {peer} ...", file=sys.stderr, flush=True)
+            forward[peer] = run_worker(
+                os.path.abspath(__file__), [peer, scratch, *forwarded], backend=FORWARD_PEERS[peer]
+            )
+    if forward:
+        print_forward(forward)
+    for result in forward.values():
+        result.pop("scores", None)  # 1,000 numbers; the table has their largest difference
+    print(json.dumps({"cpu": cpu_model(), "args": vars(args), "results": results,
+                      "forward": forward}))  # fmt: skip
 
 
 if __name__ == "__main__":
