@@ -12,13 +12,17 @@ prints one JSON line; this process prints the tables and the ratios.
     # float32 and bfloat16 (float32 variables) in one run, per backend:
     python benchmarks/gpu_check.py throughput --precision float32,mixed_bfloat16
 
+    # The paper's batch, ~25,000 tokens a side (768 x 32), in 3 micro-batches:
+    python benchmarks/gpu_check.py throughput --batch-size 768 --accumulation-steps 3
+
     # The Multi30k en->de recipe at equal steps, once per copy of the library
     # (e.g. before and after a change), on JAX:
     python benchmarks/gpu_check.py quality --data ../shared/data/multi30k \\
         --steps 3000 --tree before=/path/to/old/checkout --tree after=.
 
 `throughput` trains on random token ids (a batch of `--batch-size` pairs of
-`--length` tokens per side) and decodes `--decode-batch` random sentences
+`--length` tokens per side; `--accumulation-steps K` splits it into K
+micro-batches an update) and decodes `--decode-batch` random sentences
 with the untrained model, so every hypothesis runs to its length limit
 (input + 50): the worst case for the search. `--precision` takes a comma
 list of Keras dtype policies; each backend runs once per policy, and the
@@ -36,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from flops import peak_tflops, training_flops  # noqa: E402
 from harness import run_worker  # noqa: E402
 
 SCRIPT = os.path.abspath(__file__)
@@ -95,7 +100,17 @@ def measure_throughput(args):
     rng = np.random.default_rng(0)
     config = kt.TransformerConfig.preset(args.preset, args.vocab_size)
     model = kt.build_transformer(config, dtype=args.precision)
-    kt.compile_model(model, kt.TrainingConfig(), jit_compile=backend != "torch")
+    # --accumulation-steps K: each update takes K micro-batches of batch/K pairs,
+    # so one device reaches the paper's ~25,000 tokens a side.
+    accumulation = args.accumulation_steps
+    if args.batch_size % accumulation:
+        raise ValueError(
+            f"--batch-size {args.batch_size} is not a multiple of --accumulation-steps "
+            f"{accumulation}"
+        )
+    micro_batch = args.batch_size // accumulation
+    training = kt.TrainingConfig(accumulation_steps=accumulation)
+    kt.compile_model(model, training, jit_compile=backend != "torch")
     rows = args.batch_size * args.steps
 
     def batch(count):
@@ -104,12 +119,14 @@ def measure_throughput(args):
 
     x, y = batch(args.batch_size)
     began = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0)  # traces and compiles
+    model.fit(x, y, batch_size=micro_batch, epochs=1, verbose=0)  # traces and compiles
     first_step = time.perf_counter() - began
     x, y = batch(rows)
     began = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False)
+    model.fit(x, y, batch_size=micro_batch, epochs=1, verbose=0, shuffle=False)
     train_seconds = time.perf_counter() - began
+    flops = training_flops(config, args.batch_size, args.length, args.length) * args.steps
+    peak = peak_tflops(_device_name(), model.dtype_policy.name)
 
     result = {
         "backend": backend,
@@ -119,6 +136,12 @@ def measure_throughput(args):
         "first_train_step_s": first_step,
         "train_tokens_per_s": 2 * rows * args.length / train_seconds,
         "train_steps_per_s": args.steps / train_seconds,
+        "tokens_per_update": args.batch_size * args.length,
+        "accumulation_steps": accumulation,
+        "model_tflops_per_s": flops / train_seconds / 1e12,
+        # Model FLOP utilization against the device's dense peak for this
+        # precision (benchmarks/flops.py); None on a device not listed there.
+        "mfu": flops / train_seconds / 1e12 / peak if peak else None,
     }
     source = _random_ids(rng, args.decode_batch, args.decode_length, args.vocab_size)
     for beam_size in (1, 4):
@@ -263,7 +286,11 @@ def main():
     throughput.add_argument("--vocab-size", type=int, default=32000)
     throughput.add_argument("--batch-size", type=int, default=128)
     throughput.add_argument("--length", type=int, default=32, help="tokens per side")
-    throughput.add_argument("--steps", type=int, default=50, help="timed training steps")
+    throughput.add_argument("--steps", type=int, default=50, help="timed training updates")
+    throughput.add_argument(
+        "--accumulation-steps", type=int, default=1,
+        help="micro-batches per update (--batch-size is the update's batch)",
+    )  # fmt: skip
     throughput.add_argument("--decode-batch", type=int, default=64)
     throughput.add_argument("--decode-length", type=int, default=24)
     quality = commands.add_parser("quality", help="Multi30k en->de at equal steps")
