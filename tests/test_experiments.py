@@ -29,3 +29,30 @@ def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
     table = (tmp_path / "table1.md").read_text().splitlines()
     assert sum(line.startswith("| ") for line in table) == 4  # the header and three layers
     assert (tmp_path / "table1.png").stat().st_size > 10_000
+
+
+@runs_once
+def test_normalization_experiment_smoke_measures_batch_dependence_and_statistics(tmp_path):
+    script = os.path.join(REPOSITORY, "benchmarks", "normalization_experiment.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--variants", "batch-norm,masked-batch-norm",
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "torch"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads((tmp_path / "normalization.json").read_text())["variants"]
+    assert set(measured) == {"batch-norm", "masked-batch-norm"}
+    for variant in measured.values():
+        # Frozen statistics at inference: no translation depends on its batch.
+        assert set(variant["batches"]) == {"2/sorted", "2/unsorted", "1/sorted", "1/unsorted"}
+        assert all(run["differ"] == 0 for run in variant["batches"].values())
+        buckets = variant["statistics"]
+        assert sum(bucket["batches"] for bucket in buckets.values()) == 3
+        shares = [buckets[length]["padding_share"] for length in sorted(buckets, key=int)]
+        assert all(0 <= share < 1 for share in shares)
+        assert all(bucket["variance_ratio"] > 0 for bucket in buckets.values())
+    assert (tmp_path / "normalization_curves.png").stat().st_size > 10_000
+    assert "| variant |" in (tmp_path / "normalization.md").read_text()
