@@ -1,0 +1,291 @@
+"""Data-parallel training over several processes (one per device or per machine).
+
+N processes train one model: each holds the weights, runs the training step
+on its rows of every global batch, and the engine combines the gradients, so
+N processes train like one process on the same global batches. Process 0 is
+the chief: it alone writes into the work directory. The others read it (it
+must be on a file system every process sees: one machine, or a shared disk).
+
+Each backend's own engine, started here before the backend makes a device
+(so, like `distribution.py`, this module is not backend-neutral):
+
+- JAX: `jax.distributed.initialize` (what `keras.distribution.initialize`
+  calls; called directly here to bound how long a dead peer goes unnoticed),
+  CPU collectives over gloo, then `keras.distribution.DataParallel` over
+  every process's devices;
+- TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`, its cluster from
+  `TF_CONFIG` when set, else the workers `host:port`, `host:port+1`, ... of
+  the coordinator's address (one machine);
+- PyTorch: refused (`TORCH_REFUSAL`): Keras's `fit` on the torch backend has
+  no `torch.distributed` support, and our run (checkpoints, resume,
+  validation, accumulation) is `fit`'s callbacks.
+
+The data: every process reads and tokenizes the whole corpus, makes the same
+global batches (the same seed), and feeds its own rows of each:
+`data.pipeline.shard_rows`. An epoch thus covers every pair once over the
+processes, and every step's global batch is the one-process run's.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import ipaddress
+import json
+import os
+
+import keras
+
+from keras_transformer.checks import check_positive_integer
+
+TORCH_REFUSAL = (
+    "the torch backend trains in one process: Keras's model.fit has no torch.distributed "
+    "(DistributedDataParallel) support, and training here is model.fit with its callbacks. "
+    "Use --backend jax or --backend tensorflow for several processes"
+)
+
+# Seconds after which a silent peer counts as dead (JAX's heartbeat, TensorFlow's
+# collective timeout): the others then stop with an error instead of waiting forever.
+PEER_TIMEOUT_SECONDS = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where this process stands among `num_processes`, and how they meet.
+
+    Attributes:
+        num_processes: int, at least 2.
+        process_id: int in `[0, num_processes)`; 0 is the chief.
+        coordinator: str, `host:port` of process 0's coordination service.
+        peer_timeout: float. Seconds before a silent peer counts as dead.
+    """
+
+    num_processes: int
+    process_id: int
+    coordinator: str
+    peer_timeout: float = PEER_TIMEOUT_SECONDS
+
+    def __post_init__(self):
+        check_positive_integer(num_processes=self.num_processes)
+        if not isinstance(self.process_id, int) or not 0 <= self.process_id < self.num_processes:
+            raise ValueError(
+                f"--process-id must be in [0, {self.num_processes - 1}] for --num-processes "
+                f"{self.num_processes}. Received: --process-id {self.process_id!r}"
+            )
+        parse_coordinator(self.coordinator)
+
+    @property
+    def is_chief(self):
+        return self.process_id == 0
+
+
+def parse_coordinator(address):
+    """`(host, port)` of a `host:port` address.
+
+    Raises:
+        ValueError: naming the address, when it is not `host:port` with a
+            port in 1..65535.
+    """
+    host, _, port = str(address or "").rpartition(":")
+    host = host.strip("[]")  # [::1]:1234
+    problem = None
+    if not host or not port:
+        problem = "it is not host:port"
+    elif not port.isdigit() or not 1 <= int(port) <= 65535:
+        problem = "the port must be an integer in 1..65535"
+    elif any(c.isspace() or c in "/@," for c in host):
+        problem = "the host is not a host name or an IP address"
+    if problem:
+        raise ValueError(
+            f"--coordinator {address!r}: {problem} (process 0's address and a free port, "
+            f"e.g. 10.0.0.1:1234 or 127.0.0.1:1234)"
+        )
+    return host, int(port)
+
+
+def cluster_from_arguments(num_processes, process_id, coordinator, peer_timeout=None):
+    """The `Cluster` of the command line's flags, or None for a one-process run."""
+    if num_processes in (None, 1) and process_id in (None, 0) and coordinator is None:
+        return None
+    if num_processes is None or process_id is None or coordinator is None:
+        raise ValueError(
+            "Several processes need --num-processes, --process-id and --coordinator together. "
+            f"Received: --num-processes {num_processes}, --process-id {process_id}, "
+            f"--coordinator {coordinator}"
+        )
+    timeout = PEER_TIMEOUT_SECONDS if peer_timeout is None else peer_timeout
+    return Cluster(num_processes, process_id, coordinator, timeout)
+
+
+_STARTED = {}  # the cluster this process joined, and TensorFlow's strategy
+
+
+def initialize(cluster):
+    """Joins the cluster: before the backend lists or uses a device. Once per process.
+
+    Raises:
+        ValueError: on the torch backend (`TORCH_REFUSAL`).
+    """
+    if "cluster" in _STARTED:
+        if _STARTED["cluster"] != cluster:
+            raise ValueError(f"This process joined {_STARTED['cluster']} already")
+        return
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        # XLA's CPU collectives are off unless named; gloo ships with jaxlib.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        timeout = max(int(cluster.peer_timeout), 1)
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator,
+            num_processes=cluster.num_processes,
+            process_id=cluster.process_id,
+            initialization_timeout=timeout,
+            heartbeat_timeout_seconds=timeout,
+            shutdown_timeout_seconds=timeout,
+        )
+    elif backend == "tensorflow":
+        _STARTED["strategy"] = _multi_worker_strategy(cluster)
+    else:
+        raise ValueError(f"--num-processes {cluster.num_processes}: {TORCH_REFUSAL}")
+    _STARTED["cluster"] = cluster
+
+
+def _multi_worker_strategy(cluster):
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        spec = json.loads(os.environ["TF_CONFIG"])
+        workers = spec.get("cluster", {}).get("worker", [])
+        if len(workers) != cluster.num_processes:
+            raise ValueError(
+                f"TF_CONFIG names {len(workers)} worker(s), --num-processes says "
+                f"{cluster.num_processes}"
+            )
+    else:  # one machine: worker i listens on the coordinator's port + i
+        host, port = parse_coordinator(cluster.coordinator)
+        if port + cluster.num_processes - 1 > 65535:
+            raise ValueError(f"--coordinator {cluster.coordinator!r}: ports run past 65535")
+        if ":" in host and ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+        workers = [f"{host}:{port + i}" for i in range(cluster.num_processes)]
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": workers}),
+        task_type="worker",
+        task_id=cluster.process_id,
+        rpc_layer="grpc",
+    )
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.peer_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options
+    )
+
+
+def joined():
+    """The `Cluster` this process joined, or None."""
+    return _STARTED.get("cluster")
+
+
+def is_chief():
+    """Whether this process writes files: process 0, or a process not in a cluster."""
+    cluster = joined()
+    return cluster is None or cluster.is_chief
+
+
+def local_device_count():
+    """Devices of this process that train (1 on a CPU)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.local_device_count()
+    return _STARTED["strategy"].num_replicas_in_sync // joined().num_processes
+
+
+def replicas():
+    """Replicas over every process: the global batch is this many token budgets."""
+    cluster = joined()
+    return cluster.num_processes * local_device_count()
+
+
+@contextlib.contextmanager
+def scope():
+    """Models built, compiled, loaded and fit within train on every process's devices."""
+    if keras.backend.backend() == "jax":
+        devices = keras.distribution.list_devices()  # every process's, after initialize
+        # Each process feeds its own rows (`shard_rows`); Keras must not shard again.
+        with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
+            yield replicas()
+    else:
+        with _STARTED["strategy"].scope():
+            yield replicas()
+
+
+def distribute(dataset_fn):
+    """What `fit` and `evaluate` take: this process's rows of each of `dataset_fn()`'s batches.
+
+    Args:
+        dataset_fn: callable returning the (global-batch) `tf.data.Dataset`.
+    """
+    from keras_transformer.data.pipeline import shard_rows
+
+    cluster = joined()
+    if keras.backend.backend() == "jax":
+        return shard_rows(dataset_fn(), cluster.process_id, cluster.num_processes)
+    # MultiWorkerMirroredStrategy would split each batch itself, but a batch
+    # size that changes between buckets defeats its rebatching: each
+    # replica is given its rows here, per worker.
+    strategy = _STARTED["strategy"]
+    per_worker = local_device_count()
+    count = cluster.num_processes * per_worker
+
+    def replica_dataset(context):
+        first = context.input_pipeline_id * per_worker
+        datasets = [shard_rows(dataset_fn(), first + i, count) for i in range(per_worker)]
+        if per_worker == 1:
+            return datasets[0]
+        choice = _round_robin(per_worker)
+        return _choose(datasets, choice)
+
+    return strategy.distribute_datasets_from_function(replica_dataset)
+
+
+def _round_robin(count):
+    import tensorflow as tf
+
+    return tf.data.Dataset.range(count).repeat()
+
+
+def _choose(datasets, choice):
+    import tensorflow as tf
+
+    return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
+
+
+def barrier(name):
+    """Waits until every process of the cluster reaches `barrier(name)`."""
+    if joined() is None:
+        return
+    if keras.backend.backend() == "jax":
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+    else:
+        _all_reduce_one()
+
+
+@functools.cache
+def _all_reduce_fn():
+    import tensorflow as tf
+
+    strategy = _STARTED["strategy"]
+
+    @tf.function
+    def reduce():
+        ones = strategy.run(lambda: tf.ones(()))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+    return reduce
+
+
+def _all_reduce_one():
+    _all_reduce_fn()()
