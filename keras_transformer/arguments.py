@@ -104,7 +104,7 @@ def build_parser():
         type=int,
         metavar="N",
         help="train in N processes (machines, or one per device), data-parallel; start each "
-        "with its --process-id and the same --coordinator (JAX, TensorFlow)",
+        "with its --process-id and the same --coordinator (JAX only)",
     )
     train.add_argument(
         "--process-id", type=int, metavar="I", help="this process's rank, 0..N-1; 0 writes files"
@@ -112,8 +112,7 @@ def build_parser():
     train.add_argument(
         "--coordinator",
         metavar="HOST:PORT",
-        help="process 0's address and a free port (TensorFlow without TF_CONFIG: the workers "
-        "listen on PORT, PORT+1, ... of HOST)",
+        help="process 0's address and a free port, where JAX's coordination service listens",
     )
     train.add_argument(
         "--peer-timeout",

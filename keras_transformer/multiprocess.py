@@ -6,45 +6,48 @@ N processes train like one process on the same global batches. Process 0 is
 the chief: it alone writes into the work directory. The others read it (it
 must be on a file system every process sees: one machine, or a shared disk).
 
-Each backend's own engine, started here before the backend makes a device
-(so, like `distribution.py`, this module is not backend-neutral):
+The engine is JAX's, started here before the backend makes a device (so,
+like `distribution.py`, this module is not backend-neutral):
+`jax.distributed.initialize` (what `keras.distribution.initialize` calls;
+called directly to bound how long a dead peer goes unnoticed), CPU
+collectives over gloo, then `keras.distribution.DataParallel` over every
+process's devices. The other backends are refused, with the reason:
 
-- JAX: `jax.distributed.initialize` (what `keras.distribution.initialize`
-  calls; called directly here to bound how long a dead peer goes unnoticed),
-  CPU collectives over gloo, then `keras.distribution.DataParallel` over
-  every process's devices;
-- TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`, its cluster from
-  `TF_CONFIG` when set, else the workers `host:port`, `host:port+1`, ... of
-  the coordinator's address (one machine);
-- PyTorch: refused (`TORCH_REFUSAL`): Keras's `fit` on the torch backend has
-  no `torch.distributed` support, and our run (checkpoints, resume,
-  validation, accumulation) is `fit`'s callbacks.
+- TensorFlow (`TENSORFLOW_REFUSAL`): Keras 3.15's `fit` under
+  `MultiWorkerMirroredStrategy` reduces its first batch across the workers
+  to build the model, which fails for any batch that is a tuple or a dict
+  (keras-team/keras#20329); ours is both.
+- PyTorch (`TORCH_REFUSAL`): Keras's `fit` on the torch backend has no
+  `torch.distributed` support, and our run (checkpoints, resume,
+  validation, accumulation) is `fit` with its callbacks.
 
 The data: every process reads and tokenizes the whole corpus, makes the same
-global batches (the same seed), and feeds its own rows of each:
-`data.pipeline.shard_rows`. An epoch thus covers every pair once over the
+global batches (the same seed), and feeds its own rows of each
+(`data.pipeline.shard_rows`). An epoch thus covers every pair once over the
 processes, and every step's global batch is the one-process run's.
 """
 
 import contextlib
 import dataclasses
-import functools
-import ipaddress
-import json
-import os
 
 import keras
 
 from keras_transformer.checks import check_positive_integer
 
+TENSORFLOW_REFUSAL = (
+    "the tensorflow backend trains in one process: Keras 3.15's model.fit under "
+    "MultiWorkerMirroredStrategy fails on batches of dicts (it reduces the first batch "
+    "across the workers; keras-team/keras#20329). Use --backend jax for several processes, "
+    "or --devices N for the GPUs of one process"
+)
 TORCH_REFUSAL = (
     "the torch backend trains in one process: Keras's model.fit has no torch.distributed "
     "(DistributedDataParallel) support, and training here is model.fit with its callbacks. "
-    "Use --backend jax or --backend tensorflow for several processes"
+    "Use --backend jax for several processes"
 )
 
-# Seconds after which a silent peer counts as dead (JAX's heartbeat, TensorFlow's
-# collective timeout): the others then stop with an error instead of waiting forever.
+# Seconds after which a silent peer counts as dead (JAX's heartbeat and start-up
+# timeouts): the others then stop with an error instead of waiting forever.
 PEER_TIMEOUT_SECONDS = 120
 
 
@@ -72,6 +75,8 @@ class Cluster:
                 f"{self.num_processes}. Received: --process-id {self.process_id!r}"
             )
         parse_coordinator(self.coordinator)
+        if not self.peer_timeout > 0:
+            raise ValueError(f"--peer-timeout must be positive. Received: {self.peer_timeout!r}")
 
     @property
     def is_chief(self):
@@ -116,14 +121,15 @@ def cluster_from_arguments(num_processes, process_id, coordinator, peer_timeout=
     return Cluster(num_processes, process_id, coordinator, timeout)
 
 
-_STARTED = {}  # the cluster this process joined, and TensorFlow's strategy
+_STARTED = {}  # the cluster this process joined
 
 
 def initialize(cluster):
     """Joins the cluster: before the backend lists or uses a device. Once per process.
 
     Raises:
-        ValueError: on the torch backend (`TORCH_REFUSAL`).
+        ValueError: on the TensorFlow and torch backends (`TENSORFLOW_REFUSAL`,
+            `TORCH_REFUSAL`).
     """
     if "cluster" in _STARTED:
         if _STARTED["cluster"] != cluster:
@@ -145,40 +151,10 @@ def initialize(cluster):
             shutdown_timeout_seconds=timeout,
         )
     elif backend == "tensorflow":
-        _STARTED["strategy"] = _multi_worker_strategy(cluster)
+        raise ValueError(f"--num-processes {cluster.num_processes}: {TENSORFLOW_REFUSAL}")
     else:
         raise ValueError(f"--num-processes {cluster.num_processes}: {TORCH_REFUSAL}")
     _STARTED["cluster"] = cluster
-
-
-def _multi_worker_strategy(cluster):
-    import tensorflow as tf
-
-    if os.environ.get("TF_CONFIG"):
-        spec = json.loads(os.environ["TF_CONFIG"])
-        workers = spec.get("cluster", {}).get("worker", [])
-        if len(workers) != cluster.num_processes:
-            raise ValueError(
-                f"TF_CONFIG names {len(workers)} worker(s), --num-processes says "
-                f"{cluster.num_processes}"
-            )
-    else:  # one machine: worker i listens on the coordinator's port + i
-        host, port = parse_coordinator(cluster.coordinator)
-        if port + cluster.num_processes - 1 > 65535:
-            raise ValueError(f"--coordinator {cluster.coordinator!r}: ports run past 65535")
-        if ":" in host and ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-        workers = [f"{host}:{port + i}" for i in range(cluster.num_processes)]
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec({"worker": workers}),
-        task_type="worker",
-        task_id=cluster.process_id,
-        rpc_layer="grpc",
-    )
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.peer_timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=resolver, communication_options=options
-    )
 
 
 def joined():
@@ -194,11 +170,9 @@ def is_chief():
 
 def local_device_count():
     """Devices of this process that train (1 on a CPU)."""
-    if keras.backend.backend() == "jax":
-        import jax
+    import jax
 
-        return jax.local_device_count()
-    return _STARTED["strategy"].num_replicas_in_sync // joined().num_processes
+    return jax.local_device_count()
 
 
 def replicas():
@@ -210,14 +184,10 @@ def replicas():
 @contextlib.contextmanager
 def scope():
     """Models built, compiled, loaded and fit within train on every process's devices."""
-    if keras.backend.backend() == "jax":
-        devices = keras.distribution.list_devices()  # every process's, after initialize
-        # Each process feeds its own rows (`shard_rows`); Keras must not shard again.
-        with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
-            yield replicas()
-    else:
-        with _STARTED["strategy"].scope():
-            yield replicas()
+    devices = keras.distribution.list_devices()  # every process's, after initialize
+    # Each process feeds its own rows (`shard_rows`); Keras must not shard again.
+    with keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False).scope():
+        yield replicas()
 
 
 def distribute(dataset_fn):
@@ -229,63 +199,13 @@ def distribute(dataset_fn):
     from keras_transformer.data.pipeline import shard_rows
 
     cluster = joined()
-    if keras.backend.backend() == "jax":
-        return shard_rows(dataset_fn(), cluster.process_id, cluster.num_processes)
-    # MultiWorkerMirroredStrategy would split each batch itself, but a batch
-    # size that changes between buckets defeats its rebatching: each
-    # replica is given its rows here, per worker.
-    strategy = _STARTED["strategy"]
-    per_worker = local_device_count()
-    count = cluster.num_processes * per_worker
-
-    def replica_dataset(context):
-        first = context.input_pipeline_id * per_worker
-        datasets = [shard_rows(dataset_fn(), first + i, count) for i in range(per_worker)]
-        if per_worker == 1:
-            return datasets[0]
-        choice = _round_robin(per_worker)
-        return _choose(datasets, choice)
-
-    return strategy.distribute_datasets_from_function(replica_dataset)
-
-
-def _round_robin(count):
-    import tensorflow as tf
-
-    return tf.data.Dataset.range(count).repeat()
-
-
-def _choose(datasets, choice):
-    import tensorflow as tf
-
-    return tf.data.Dataset.choose_from_datasets(datasets, choice, stop_on_empty_dataset=True)
+    return shard_rows(dataset_fn(), cluster.process_id, cluster.num_processes)
 
 
 def barrier(name):
     """Waits until every process of the cluster reaches `barrier(name)`."""
     if joined() is None:
         return
-    if keras.backend.backend() == "jax":
-        from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
-    else:
-        _all_reduce_one()
-
-
-@functools.cache
-def _all_reduce_fn():
-    import tensorflow as tf
-
-    strategy = _STARTED["strategy"]
-
-    @tf.function
-    def reduce():
-        ones = strategy.run(lambda: tf.ones(()))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
-
-    return reduce
-
-
-def _all_reduce_one():
-    _all_reduce_fn()()
+    multihost_utils.sync_global_devices(name)
