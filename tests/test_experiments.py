@@ -29,3 +29,21 @@ def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
     table = (tmp_path / "table1.md").read_text().splitlines()
     assert sum(line.startswith("| ") for line in table) == 4  # the header and three layers
     assert (tmp_path / "table1.png").stat().st_size > 10_000
+
+
+@runs_once
+def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
+    script = os.path.join(REPOSITORY, "benchmarks", "scaling.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--backends", "jax"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("CPU: ")
+    (row,) = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("jax")]
+    one, two, efficiency = (float(cell.replace(",", "")) for cell in row[1:4])
+    assert one > 0 and two > 0
+    assert abs(efficiency - two / (2 * one)) < 0.01 * efficiency + 0.005
