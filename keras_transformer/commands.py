@@ -51,15 +51,8 @@ def train(args):
     from keras_transformer.run import train
     from keras_transformer.tokenization import Tokenizer
 
-    # Checked before anything is read or written.
-    cluster = multiprocess.cluster_from_arguments(
-        args.num_processes, args.process_id, args.coordinator, args.peer_timeout
-    )
-    if cluster is None:
-        devices = resolve_devices(args.devices)
-    else:  # the engine starts before the backend makes a device
-        devices = args.devices
-        multiprocess.initialize(cluster)
+    cluster = multiprocess.join_from_arguments(args)  # before anything is read or written
+    devices = resolve_devices(args.devices) if cluster is None else None
     chief = cluster is None or cluster.is_chief
     pairs = read_pairs(args, "src", "tgt", args.tsv, args.corpus, "train", args.train_size)
     if pairs is None:

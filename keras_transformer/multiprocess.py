@@ -121,6 +121,31 @@ def cluster_from_arguments(num_processes, process_id, coordinator, peer_timeout=
     return Cluster(num_processes, process_id, coordinator, timeout)
 
 
+def check_run(cluster, devices, time_budget):
+    """Refuses what a run of several processes cannot do, naming the value."""
+    if devices is not None:
+        raise ValueError(
+            f"--devices {devices} with --num-processes {cluster.num_processes}: each process "
+            f"trains on every device it has (start one process per device, or leave out --devices)"
+        )
+    if time_budget:
+        raise ValueError(
+            f"--time-budget {time_budget} with --num-processes {cluster.num_processes}: the "
+            f"processes must stop at the same step; give --max-steps or --epochs"
+        )
+
+
+def join_from_arguments(args):
+    """The command line's cluster, checked and joined; None for a one-process run."""
+    cluster = cluster_from_arguments(
+        args.num_processes, args.process_id, args.coordinator, args.peer_timeout
+    )
+    if cluster is not None:
+        check_run(cluster, args.devices, args.time_budget)
+        initialize(cluster)  # before the backend makes a device
+    return cluster
+
+
 _STARTED = {}  # the cluster this process joined
 
 

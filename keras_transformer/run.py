@@ -119,7 +119,7 @@ def train(
     if not (max_steps or epochs or time_budget):
         raise ValueError("Give max_steps, epochs or time_budget: training needs an end")
     if cluster is not None:
-        _check_cluster_run(cluster, devices, time_budget)
+        multiprocess.check_run(cluster, devices, time_budget)
         multiprocess.initialize(cluster)
         replicas = multiprocess.replicas()
     else:
@@ -175,19 +175,6 @@ def train(
         else:  # saving is collective: join the chief's, write nothing
             discard(model.save, workdir.MODEL)
     return model
-
-
-def _check_cluster_run(cluster, devices, time_budget):
-    if devices is not None:
-        raise ValueError(
-            f"--devices {devices} with --num-processes {cluster.num_processes}: each process "
-            f"trains on every device it has (start one process per device, or leave out --devices)"
-        )
-    if time_budget:
-        raise ValueError(
-            f"--time-budget {time_budget} with --num-processes {cluster.num_processes}: the "
-            f"processes must stop at the same step; give --max-steps or --epochs"
-        )
 
 
 def _resumed_model(configs, directory, jit_compile):

@@ -84,6 +84,8 @@ def test_shard_rows_refuses_an_index_out_of_range():
         (["--num-processes", "2", "--process-id", "0"], "--coordinator None"),
         (["--num-processes", "0", "--process-id", "0", "--coordinator", "127.0.0.1:1234"],
          "num_processes=0"),
+        (["--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1:1234",
+          "--time-budget", "1"], "--time-budget 1.0"),
         # Refused on this (the torch) pass: a valid cluster on a backend that cannot use it.
         (["--num-processes", "2", "--process-id", "1", "--coordinator", "127.0.0.1:1234"],
          "torch backend trains in one process"),
@@ -106,10 +108,12 @@ def test_a_coordinator_is_host_and_port():
     assert multiprocess.parse_coordinator("10.0.0.1:1234") == ("10.0.0.1", 1234)
     assert multiprocess.parse_coordinator("[::1]:80") == ("::1", 80)
     assert multiprocess.cluster_from_arguments(None, None, None) is None
-    with pytest.raises(ValueError, match="--time-budget"):
-        kt.run._check_cluster_run(multiprocess.Cluster(2, 0, "127.0.0.1:1"), None, 5.0)
+    with pytest.raises(ValueError, match="--time-budget 5.0"):
+        multiprocess.check_run(multiprocess.Cluster(2, 0, "127.0.0.1:1"), None, 5.0)
     with pytest.raises(ValueError, match="--devices 2"):
-        kt.run._check_cluster_run(multiprocess.Cluster(2, 0, "127.0.0.1:1"), 2, None)
+        multiprocess.check_run(multiprocess.Cluster(2, 0, "127.0.0.1:1"), 2, None)
+    with pytest.raises(ValueError, match="--peer-timeout must be positive"):
+        multiprocess.Cluster(2, 0, "127.0.0.1:1", peer_timeout=0)
 
 
 def free_port():
