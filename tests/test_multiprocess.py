@@ -18,7 +18,7 @@ import tensorflow as tf
 from helpers import runs_once
 
 import keras_transformer as kt
-from keras_transformer import cli, multiprocess
+from keras_transformer import cli, multiprocess, workdir
 from keras_transformer.data.pipeline import BatchedCorpus, shard_rows
 
 TIMEOUT = 240  # seconds a spawned process may take: a hang fails the test, it never blocks it
@@ -191,12 +191,15 @@ def test_two_jax_processes_train_like_one_and_their_checkpoints_resume_in_one(tm
     work = tmp_path / "two"
     port = free_port()
     flags = train_flags(tmp_path, work, steps=3)
-    chief, other = (start([*flags, *cluster(rank, port)]) for rank in (0, 1))
+    chief, other = (start([*flags, "--valid-tsv", str(tmp_path / "valid.tsv"),
+                           *cluster(rank, port)]) for rank in (0, 1))  # fmt: skip
     (status_0, output_0), (status_1, output_1) = finish(chief), finish(other)
     assert status_0 == 0 and status_1 == 0, output_0[-3000:] + output_1[-3000:]
     assert "Wrote" in output_0 and "Wrote" not in output_1
     assert sorted(os.listdir(work / "checkpoints")) == [f"ckpt-{s}.weights.h5" for s in (1, 2, 3)]
     losses = step_losses(work)
+    history = workdir.read_history(str(work / "logs" / "history.csv"))
+    assert history[-1]["val_loss"] is not None and history[-1]["val_bleu"] is not None, history
 
     reference = tmp_path / "one"
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
