@@ -29,6 +29,8 @@ processes, and every step's global batch is the one-process run's.
 
 import contextlib
 import dataclasses
+import socket
+import time
 
 import keras
 
@@ -164,6 +166,7 @@ def initialize(cluster):
     if backend == "jax":
         import jax
 
+        check_coordinator(cluster)
         # XLA's CPU collectives are off unless named; gloo ships with jaxlib.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         timeout = max(int(cluster.peer_timeout), 1)
@@ -180,6 +183,37 @@ def initialize(cluster):
     else:
         raise ValueError(f"--num-processes {cluster.num_processes}: {TORCH_REFUSAL}")
     _STARTED["cluster"] = cluster
+
+
+def check_coordinator(cluster):
+    """Fails with the address when process 0 cannot listen on the coordinator's port, or
+    when, for another process, nothing answers there within `peer_timeout` (JAX would
+    abort the process with "Deadline Exceeded", naming nothing)."""
+    host, port = parse_coordinator(cluster.coordinator)
+    where = f"--coordinator {cluster.coordinator!r}"
+    if cluster.is_chief:  # JAX's service listens on every interface at the port
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError as error:
+                message = f"{where}: process 0 cannot listen on port {port} ({error})"
+                raise ValueError(message) from None
+        return
+    deadline = time.monotonic() + cluster.peer_timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5, cluster.peer_timeout)):
+                return
+        except socket.gaierror as error:
+            raise ValueError(f"{where}: unknown host {host!r} ({error})") from None
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"{where}: nothing answered there within {cluster.peer_timeout:g} s "
+                    f"({error}); start process 0 with the same --coordinator, and check that "
+                    f"this machine reaches its port"
+                ) from None
+            time.sleep(0.5)
 
 
 def joined():

@@ -116,6 +116,21 @@ def test_a_coordinator_is_host_and_port():
         multiprocess.Cluster(2, 0, "127.0.0.1:1", peer_timeout=0)
 
 
+def test_an_unreachable_or_busy_coordinator_is_named():
+    port = free_port()
+    waiting = multiprocess.Cluster(2, 1, f"127.0.0.1:{port}", peer_timeout=1)
+    with pytest.raises(ValueError, match=f"--coordinator '127.0.0.1:{port}': nothing answered"):
+        multiprocess.check_coordinator(waiting)
+    with pytest.raises(ValueError, match="unknown host 'no-such-host.invalid'"):
+        multiprocess.check_coordinator(multiprocess.Cluster(2, 1, "no-such-host.invalid:1234"))
+    with socket.socket() as busy:
+        busy.bind(("", port))
+        busy.listen()
+        with pytest.raises(ValueError, match=f"process 0 cannot listen on port {port}"):
+            multiprocess.check_coordinator(multiprocess.Cluster(2, 0, f"127.0.0.1:{port}"))
+        multiprocess.check_coordinator(waiting)  # someone answers now
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
