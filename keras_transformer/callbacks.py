@@ -62,8 +62,8 @@ class Checkpoints(PerUpdate):
     def __init__(self, directory, every, keep, write=True):
         super().__init__()
         self.directory, self.every, self.keep = directory, every, keep
-        self.write = write  # False: check the weights only (a process other than the chief)
-        self.nan_step = None
+        self.write = write  # False: a process other than the chief
+        self.nan_step = self.saved_step = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -85,6 +85,7 @@ class Checkpoints(PerUpdate):
         # weights themselves, so a checkpoint is never one of NaNs.
         if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
             return self.stop(step)
+        self.saved_step = step
         if not self.write:
             return discard(self.model.save_weights, "checkpoint.weights.h5")
         with workdir.atomic_write(workdir.checkpoint_path(self.directory, step)) as temporary:

@@ -254,8 +254,10 @@ def _fit(run):
             verbose=run.verbose,
         )
     step = optimizer_step(model)
-    found = workdir.checkpoints(run.directory)
-    if saver.nan_step is None and (not found or found[-1][0] != step):
+    # Decided from what every process knows alike, not from the chief's files:
+    # under several processes a save is collective, so all save or none.
+    saved = step == saver.saved_step or (step == run.start and run.start > 0)
+    if saver.nan_step is None and not saved:
         saver.save(step)  # which refuses weights gone NaN
     if saver.nan_step is not None:
         raise _nan_error(run.directory, saver.nan_step)
