@@ -201,7 +201,8 @@ assert cli.main(["average", "--workdir", distributed, "--last", "2"]) == 0
 
 
 @runs_once
-def test_two_jax_processes_train_like_one_and_their_checkpoints_resume_in_one(tmp_path):
+def test_two_jax_processes_train_like_one_resume_either_way_and_stop_when_one_dies(tmp_path):
+    # One test, to start as few JAX processes as it can: 2 + 1 + 2.
     write_corpus(tmp_path)
     work = tmp_path / "two"
     port = free_port()
@@ -212,10 +213,11 @@ def test_two_jax_processes_train_like_one_and_their_checkpoints_resume_in_one(tm
     assert status_0 == 0 and status_1 == 0, output_0[-3000:] + output_1[-3000:]
     assert "Wrote" in output_0 and "Wrote" not in output_1
     assert sorted(os.listdir(work / "checkpoints")) == [f"ckpt-{s}.weights.h5" for s in (1, 2, 3)]
-    losses = step_losses(work)
     history = workdir.read_history(str(work / "logs" / "history.csv"))
     assert history[-1]["val_loss"] is not None and history[-1]["val_bleu"] is not None, history
+    losses = step_losses(work)
 
+    # One process on 2 virtual devices: the same global batches.
     reference = tmp_path / "one"
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     reference_flags = [a for a in flags if a != str(work)]
@@ -230,21 +232,18 @@ def test_two_jax_processes_train_like_one_and_their_checkpoints_resume_in_one(tm
     assert len(losses) == 3
     np.testing.assert_allclose(losses, step_losses(reference), rtol=0, atol=1e-5)
 
-
-@runs_once
-def test_a_process_that_dies_stops_the_other_with_an_error(tmp_path):
-    write_corpus(tmp_path)
+    # The one-process run's checkpoint resumes in two processes; then one dies.
+    flags = train_flags(tmp_path, reference, steps=100_000)
     port = free_port()
-    flags = train_flags(tmp_path, tmp_path / "run", steps=100_000)
-    flags[flags.index("--checkpoint-every") + 1] = "100000"
     chief, other = (start([*flags, *cluster(rank, port, timeout=10)]) for rank in (0, 1))
-    began = time.monotonic()
-    lines = []
-    for line in chief.stdout:  # until the processes train together
+    began, lines = time.monotonic(), []
+    for line in chief.stdout:  # until they have trained two steps together
         lines.append(line)
-        if line.startswith("step 2") or time.monotonic() - began > TIMEOUT:
+        if line.startswith("step 5") or time.monotonic() - began > TIMEOUT:
             break
-    assert any(line.startswith("step 2") for line in lines), "".join(lines)[-3000:]
+    shown = "".join(lines)[-3000:]
+    assert any(line.startswith("step 5") for line in lines), shown
+    assert any(line.startswith("Resuming from") and "(step 3)" in line for line in lines), shown
     other.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     status, output = finish(chief, timeout=60)
