@@ -100,6 +100,27 @@ def build_parser():
         "training.max_tokens (JAX, TensorFlow; default: every GPU, or 1 on a CPU)",
     )
     train.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="train in N processes (machines, or one per device), data-parallel; start each "
+        "with its --process-id and the same --coordinator (JAX only)",
+    )
+    train.add_argument(
+        "--process-id", type=int, metavar="I", help="this process's rank, 0..N-1; 0 writes files"
+    )
+    train.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address and a free port, where JAX's coordination service listens",
+    )
+    train.add_argument(
+        "--peer-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop with an error when a process is silent this long (default: 120)",
+    )
+    train.add_argument(
         "--log-every",
         type=int,
         default=100,

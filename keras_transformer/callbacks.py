@@ -2,6 +2,7 @@
 
 import math
 import os
+import tempfile
 import time
 
 import keras
@@ -9,6 +10,17 @@ import numpy as np
 
 from keras_transformer import workdir
 from keras_transformer.tokenization import PAD_ID
+
+
+def discard(save, name):
+    """Calls `save(path)` with a path in a temporary directory, then deletes it.
+
+    For the processes other than the chief of a multi-process run: they save
+    when the chief saves (saving creates variables, which is a collective
+    operation there), but never into the work directory.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        save(os.path.join(scratch, name))
 
 
 def optimizer_step(model):
@@ -41,13 +53,17 @@ class Checkpoints(PerUpdate):
     """Saves model and optimizer state every `every` steps, keeps the last `keep`.
 
     A non-finite loss stops the run before its weights are saved, so the last
-    checkpoint is always a good one.
+    checkpoint is always a good one. With `write=False` (a process that is
+    not the chief) it saves into a temporary directory, deleted at once:
+    saving may create variables, which under several processes is a
+    collective operation that every process must join.
     """
 
-    def __init__(self, directory, every, keep):
+    def __init__(self, directory, every, keep, write=True):
         super().__init__()
         self.directory, self.every, self.keep = directory, every, keep
-        self.nan_step = None
+        self.write = write  # False: a process other than the chief
+        self.nan_step = self.saved_step = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -69,6 +85,9 @@ class Checkpoints(PerUpdate):
         # weights themselves, so a checkpoint is never one of NaNs.
         if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
             return self.stop(step)
+        self.saved_step = step
+        if not self.write:
+            return discard(self.model.save_weights, "checkpoint.weights.h5")
         with workdir.atomic_write(workdir.checkpoint_path(self.directory, step)) as temporary:
             self.model.save_weights(temporary)
         for _, old in workdir.checkpoints(self.directory)[: -self.keep]:

@@ -2,6 +2,7 @@
 
     keras-transformer train --src train.en --tgt train.de --workdir runs/en-de --preset small \
         [--valid-src F --valid-tgt F] [--set key=value ...] [--devices N] \
+        [--num-processes N --process-id I --coordinator HOST:PORT] \
         [--max-steps N | --epochs N | --time-budget MIN]
     keras-transformer translate --workdir runs/en-de [--input F --output F] [--beam-size 4]
     keras-transformer evaluate --workdir runs/en-de --src test.en --ref test.de

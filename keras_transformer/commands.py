@@ -44,13 +44,16 @@ def read_pairs(args, src, tgt, tsv=None, corpus=None, split="train", size=None):
 
 
 def train(args):
+    from keras_transformer import multiprocess
     from keras_transformer.averaging import average_checkpoints_in
     from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
     from keras_transformer.distribution import resolve_devices
     from keras_transformer.run import train
     from keras_transformer.tokenization import Tokenizer
 
-    devices = resolve_devices(args.devices)  # before anything is read or written
+    cluster = multiprocess.join_from_arguments(args)  # before anything is read or written
+    devices = resolve_devices(args.devices) if cluster is None else None
+    chief = cluster is None or cluster.is_chief
     pairs = read_pairs(args, "src", "tgt", args.tsv, args.corpus, "train", args.train_size)
     if pairs is None:
         raise ValueError("No training data: give --src and --tgt, --tsv or --corpus")
@@ -61,6 +64,8 @@ def train(args):
     if any(item.partition("=")[0].strip().endswith("vocab_size") for item in args.set):
         raise ValueError("Set the vocabulary with --vocab-size, not --set vocab_size=...")
     tokenizer_path = workdir.path(args.workdir, workdir.TOKENIZER)
+    if not chief:  # process 0 prepares the work directory; the others read it
+        multiprocess.barrier("workdir ready")
     existing = os.path.isfile(tokenizer_path)
     tokenizer = (
         Tokenizer.load(tokenizer_path)
@@ -83,11 +88,13 @@ def train(args):
                 + "\n  ".join(changed)
                 + "\nUse another --workdir, or the same --preset and --set as before."
             )
-    else:
+    elif chief:
         workdir.write_config(args.workdir, configs)
-    if not existing:
+    if not existing and chief:
         tokenizer.save(tokenizer_path)
         print(f"Trained a joint BPE vocabulary of {tokenizer.vocab_size} pieces", flush=True)
+    if chief and cluster is not None:
+        multiprocess.barrier("workdir ready")
     train(
         args.workdir,
         tokenizer,
@@ -102,7 +109,10 @@ def train(args):
         log_every=None if is_terminal(sys.stdout) else args.log_every,
         validate_every=args.validate_every,
         devices=devices,
+        cluster=cluster,
     )
+    if not chief:
+        return
     print(f"Wrote {workdir.path(args.workdir, workdir.MODEL)}", flush=True)
     if args.average_last:
         print(average_checkpoints_in(args.workdir, args.average_last), flush=True)

@@ -9,7 +9,7 @@ import os
 
 import keras
 
-from keras_transformer import workdir
+from keras_transformer import multiprocess, workdir
 
 # Their home before averaging.py, kept importable from here.
 from keras_transformer.averaging import average_checkpoints, average_checkpoints_in  # noqa: F401
@@ -19,6 +19,7 @@ from keras_transformer.callbacks import (
     StepLog,
     StopAt,
     Validation,
+    discard,
     optimizer_step,
 )
 from keras_transformer.distribution import data_parallel, resolve_devices
@@ -38,6 +39,7 @@ class _Run:
     tokenizer: object
     corpus: object  # a BatchedCorpus of the training pairs
     valid_dataset: object  # a tf.data.Dataset, or None
+    fit_valid_dataset: object  # what fit validates on: it, or this process's share of it
     valid_sample: list  # the pairs translated for val_bleu
     start: int  # the optimizer step the run starts from
     total: float  # the step it ends at (math.inf: no step limit)
@@ -68,6 +70,7 @@ def train(
     log_every=None,
     validate_every=0,
     devices=None,
+    cluster=None,
 ):
     """Trains (or resumes) the model described by the work directory's `config.json`.
 
@@ -101,6 +104,9 @@ def train(
             many steps, not only at each epoch's end; 0: per epoch only.
         devices: int. Devices to train on, data-parallel (see
             `distribution.py`); None: every accelerator, or 1 on a CPU.
+        cluster: a `multiprocess.Cluster`: train in several processes, each
+            on every device it has (`devices` must be None). Only process 0
+            writes files; every process reads the work directory.
 
     Returns:
         The `Transformer`, trained.
@@ -112,7 +118,12 @@ def train(
 
     if not (max_steps or epochs or time_budget):
         raise ValueError("Give max_steps, epochs or time_budget: training needs an end")
-    replicas = resolve_devices(devices)
+    if cluster is not None:
+        multiprocess.check_run(cluster, devices, time_budget)
+        multiprocess.initialize(cluster)
+        replicas = multiprocess.replicas()
+    else:
+        replicas = resolve_devices(devices)
     configs = workdir.read_config(directory)
     config, training = configs["model"], configs["training"]
     keras.utils.set_random_seed(training.seed)
@@ -130,17 +141,23 @@ def train(
             f"accumulation_steps={accumulation}: too few for an update; add data or lower "
             f"training.max_tokens"
         )
-    valid_dataset = None
+    valid_dataset = fit_valid_dataset = None
     if valid_pairs:
-        valid_dataset = make_dataset(
-            valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
-            drop_remainder=False, replicas=replicas,
-        )  # fmt: skip
+
+        def valid_fn():
+            return make_dataset(
+                valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
+                drop_remainder=False, replicas=replicas,
+            )  # fmt: skip
+
+        valid_dataset = valid_fn()
+        fit_valid_dataset = multiprocess.distribute(valid_fn) if cluster else valid_dataset
     total = min(max_steps or math.inf, int(epochs * updates_per_epoch) if epochs else math.inf)
-    with data_parallel(replicas):  # the model is built, resumed and fit on the replicas
+    scope = multiprocess.scope() if cluster else data_parallel(replicas)
+    with scope:  # the model is built, resumed and fit on the replicas
         model = _resumed_model(configs, directory, jit_compile)
         run = _Run(
-            model, directory, tokenizer, corpus, valid_dataset,
+            model, directory, tokenizer, corpus, valid_dataset, fit_valid_dataset,
             valid_sample=list(valid_pairs or [])[:validation_sample],
             start=optimizer_step(model), total=total, accumulation=accumulation,
             time_budget=time_budget, checkpoint_every=checkpoint_every,
@@ -153,7 +170,10 @@ def train(
             print(f"Already at step {run.start} of {run.total}: nothing to train", flush=True)
         else:
             _fit(run)
-        save_model(model, directory)
+        if multiprocess.is_chief():
+            save_model(model, directory)
+        else:  # saving is collective: join the chief's, write nothing
+            discard(model.save, workdir.MODEL)
     return model
 
 
@@ -178,11 +198,19 @@ def _fit(run):
     # run stops only at an update (`StopAt`), so `step * accumulation`
     # batches are behind it, in this run or the runs it resumes.
     model, per_epoch, accumulation = run.model, run.corpus.batches_per_epoch, run.accumulation
-    saver = Checkpoints(run.directory, run.checkpoint_every, run.keep_checkpoints)
+    chief = multiprocess.is_chief()  # the other processes write nothing
+    saver = Checkpoints(run.directory, run.checkpoint_every, run.keep_checkpoints, write=chief)
     logs = workdir.path(run.directory, workdir.LOGS)
-    os.makedirs(logs, exist_ok=True)
     every = run.log_every or 100
     tokens_per_step = accumulation * run.corpus.target_tokens / per_epoch
+    writers = []
+    if chief:
+        os.makedirs(logs, exist_ok=True)
+        writers = [
+            StepLog(run.directory, every, tokens_per_step, run.minutes_before),
+            keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
+            keras.callbacks.TensorBoard(logs, update_freq=every * accumulation),
+        ]
     callbacks = [
         saver,
         StopAt(run.total, 60 * run.time_budget if run.time_budget else None),
@@ -195,9 +223,7 @@ def _fit(run):
             every=run.validate_every,
             dataset=run.valid_dataset,
         ),  # fmt: skip
-        StepLog(run.directory, every, tokens_per_step, run.minutes_before),
-        keras.callbacks.CSVLogger(workdir.path(run.directory, workdir.HISTORY), append=True),
-        keras.callbacks.TensorBoard(logs, update_freq=every * accumulation),
+        *writers,
     ]
     if run.log_every:  # after validation: its epoch line shows val_bleu
         callbacks.append(LogLines(run.log_every, run.total))
@@ -213,23 +239,30 @@ def _fit(run):
     for initial_epoch, end_epoch, steps, seen in segments:
         if model.stop_training or optimizer_step(model) >= run.total or initial_epoch >= end_epoch:
             break
+
+        def train_fn(initial_epoch=initial_epoch, end_epoch=end_epoch, seen=seen):
+            return run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen)
+
         model.fit(
-            run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen),
+            multiprocess.distribute(train_fn) if multiprocess.joined() else train_fn(),
             initial_epoch=initial_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps,
-            validation_data=run.valid_dataset,
+            validation_data=run.fit_valid_dataset,
             callbacks=callbacks,
             shuffle=False,  # make_dataset shuffles, seeded
             verbose=run.verbose,
         )
     step = optimizer_step(model)
-    found = workdir.checkpoints(run.directory)
-    if saver.nan_step is None and (not found or found[-1][0] != step):
+    # Decided from what every process knows alike, not from the chief's files:
+    # under several processes a save is collective, so all save or none.
+    saved = step == saver.saved_step or (step == run.start and run.start > 0)
+    if saver.nan_step is None and not saved:
         saver.save(step)  # which refuses weights gone NaN
     if saver.nan_step is not None:
         raise _nan_error(run.directory, saver.nan_step)
-    _plot(run.directory)
+    if chief:
+        _plot(run.directory)
 
 
 def _nan_error(directory, step):

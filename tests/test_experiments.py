@@ -56,3 +56,20 @@ def test_normalization_experiment_smoke_measures_batch_dependence_and_statistics
         assert all(bucket["variance_ratio"] > 0 for bucket in buckets.values())
     assert (tmp_path / "normalization_curves.png").stat().st_size > 10_000
     assert "| variant |" in (tmp_path / "normalization.md").read_text()
+
+
+def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
+    script = os.path.join(REPOSITORY, "benchmarks", "scaling.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--backends", "jax"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("CPU: ")
+    (row,) = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("jax")]
+    one, two, efficiency = (float(cell.replace(",", "")) for cell in row[1:4])
+    assert one > 0 and two > 0
+    assert abs(efficiency - two / (2 * one)) < 0.01 * efficiency + 0.005

@@ -263,3 +263,26 @@ def _pad_rows(batch, replicas):
         return tf.pad(tensor, [[0, extra], [0, 0]], constant_values=PAD_ID)
 
     return tf.nest.map_structure(pad, batch)
+
+
+def shard_rows(dataset, index, count):
+    """Rows `[index * k, (index + 1) * k)` of each batch of `k * count` rows: the share of
+    process (or replica) `index` of `count`.
+
+    Every process makes the same batches (the same pairs, seed and
+    `replicas`, a multiple of `count`) and keeps its rows of each, so an
+    epoch covers every pair once over the processes, no pair twice, and the
+    processes' batches of a step have the same shapes.
+    """
+    check_positive_integer(count=count)
+    if not 0 <= index < count:
+        raise ValueError(f"index must be in [0, {count - 1}]. Received: index={index}")
+    if count == 1:
+        return dataset
+
+    def rows(inputs, labels):
+        share = tf.shape(labels)[0] // count
+        start = index * share
+        return tf.nest.map_structure(lambda t: t[start : start + share], (inputs, labels))
+
+    return dataset.map(rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
