@@ -58,6 +58,7 @@ def test_normalization_experiment_smoke_measures_batch_dependence_and_statistics
     assert "| variant |" in (tmp_path / "normalization.md").read_text()
 
 
+@runs_once
 def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
     script = os.path.join(REPOSITORY, "benchmarks", "scaling.py")
     result = subprocess.run(
