@@ -140,6 +140,34 @@ def test_the_export_searches_as_our_translator(beam_size, trained, tokenizer, te
 
 
 @runs_once
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_each_sentence_keeps_its_own_cap_in_a_batch_of_many_lengths(
+    beam_size, tokenizer, test_pairs, tmp_path
+):
+    # Untrained, so that hypotheses seldom end and most reach their cap (input
+    # length + 2); a batch holds sentences of several lengths, searched under
+    # the longest one's cap.
+    keras.utils.set_random_seed(3)
+    config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, max_length=48, dropout=0.0)
+    translator = kt.Translator(
+        kt.build_transformer(config), tokenizer, beam_size=beam_size, max_extra_length=2
+    )
+    theirs = CTranslate2Translator(export_ctranslate2(translator, str(tmp_path / "ct2")))
+    source_ids = translator.encode([source for source, _ in test_pairs])
+    assert len({len(ids) for ids in source_ids}) >= 5
+    exported = theirs.search(source_ids)
+    # Searched one by one, each under its own cap: the same hypotheses.
+    alone = CTranslate2Translator(theirs.path, batch_size=1).search(source_ids)
+    assert [ids for ids, _ in exported] == [ids for ids, _ in alone]
+    np.testing.assert_allclose([s for _, s in exported], [s for _, s in alone], atol=1e-4)
+    caps = [len(ids) + 2 for ids in source_ids]
+    assert all(len(ids) <= cap for (ids, _), cap in zip(exported, caps, strict=True))
+    assert sum(ids[-1:] != [kt.EOS_ID] for ids, _ in exported) >= 50  # cut at their cap
+    if beam_size == 1:  # and as our greedy search
+        assert [ids for ids, _ in best_ids(translator, source_ids)] == [ids for ids, _ in exported]
+
+
+@runs_once
 def test_int8_keeps_the_accuracy_within_two_points(trained, tokenizer, test_pairs, tmp_path):
     translator = kt.Translator(trained, tokenizer, beam_size=4, max_extra_length=8)
     sources = [source for source, _ in test_pairs]
