@@ -9,8 +9,8 @@ measures what separates them:
 2. **Does inference depend on the batch?** The test set translated (each
    model's last weights, beam 4) in batches of 1, 8 and 64 sentences, in the
    file's order ("unsorted": a batch holds sentences of any length, padded to
-   the longest) and sorted by length: BLEU, and how many translations differ
-   from those of the sorted batches of 64.
+   the longest) and sorted by length (alone, a sentence has no order): BLEU,
+   and how many translations differ from those of the sorted batches of 64.
 3. **Batch statistics across length buckets, in training**: each batch norm
    run in training mode on training batches (the batches `fit` sees, one
    length bucket each) with the final weights; per bucket, the share of
@@ -68,15 +68,21 @@ def parse_args(argv=None):
 
 
 def read_steps(workdir):
-    """`logs/steps.csv` as lists: steps and training loss, steps and validation loss."""
+    """Steps and training loss (`logs/steps.csv`), steps and validation loss (the
+    validations of `steps.csv`, or else the per-epoch ones of `history.csv`)."""
     train, valid = ([], []), ([], [])
-    with open(os.path.join(workdir, "logs", "steps.csv")) as file:
-        for row in csv.DictReader(file):
-            step = int(float(row["step"]))
-            for series, key in ((train, "loss"), (valid, "val_loss")):
-                if row.get(key):
-                    series[0].append(step)
-                    series[1].append(float(row[key]))
+    for name in ("steps.csv", "history.csv"):
+        path = os.path.join(workdir, "logs", name)
+        if valid[0] or not os.path.isfile(path):
+            continue
+        with open(path) as file:
+            for row in csv.DictReader(file):
+                step = int(float(row["step"]))
+                series = [(valid, "val_loss")] + ([(train, "loss")] if name == "steps.csv" else [])
+                for (steps, values), key in series:
+                    if row.get(key):
+                        steps.append(step)
+                        values.append(float(row[key]))
     return train, valid
 
 
@@ -110,8 +116,8 @@ def batch_dependence(workdir, sources, references, batch_sizes, **overrides):
     results, baseline = {}, None
     for size in sorted(batch_sizes, reverse=True):
         translator = Translator.from_workdir(workdir, batch_size=size, **overrides)
-        for order_name, order in (("sorted", by_length), ("unsorted", range(len(sources)))):
-            order = list(order)
+        orders = [("sorted", by_length), ("unsorted", list(range(len(sources))))]
+        for order_name, order in orders[: 1 if size == 1 else 2]:  # one sentence has no order
             outputs = [None] * len(sources)
             for start in range(0, len(order), size):
                 rows = order[start : start + size]

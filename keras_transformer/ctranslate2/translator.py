@@ -18,10 +18,9 @@ class CTranslate2Translator(TextTranslator):
 
     `translate` and `translate_file` behave as `Translator`'s: the same
     tokenizer and truncation to the model's `max_length`, each sentence's
-    output capped at its input length + `max_extra_length` (a batch is
-    searched under its largest cap, and a sentence whose hypotheses outrun
-    its own cap is searched again alone under it, so every cap is exact),
-    PAD and BOS never generated. CTranslate2 returns its `beam_size` finished hypotheses with
+    output capped at its input length + `max_extra_length` (sentences of one
+    length are searched together, so every cap is exact), PAD and BOS never
+    generated. CTranslate2 returns its `beam_size` finished hypotheses with
     raw log-probabilities; the best under GNMT's length penalty wins, and its
     score is log p(Y) / lp(Y), as ours.
 
@@ -96,43 +95,28 @@ class CTranslate2Translator(TextTranslator):
         results = [[([], 0.0)] for _ in source_ids]
         todo = sorted((i for i, row in enumerate(source_ids) if len(row) > 1),
                       key=lambda i: len(source_ids[i]))  # fmt: skip
-        # Each sentence's cap: its input length + max_extra_length (§6.1).
-        caps = {i: min(len(source_ids[i]) + self.max_extra_length, self.max_length) for i in todo}
         done = 0
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            # One search under the chunk's largest cap. A sentence whose
-            # hypotheses all end within its own cap got what a search under
-            # that cap gives (the two agree step for step up to it); the
-            # others are searched again alone, under their own cap.
-            batch = self._search([source_ids[i] for i in chunk], max(caps[i] for i in chunk))
-            again = []
+        for chunk in _same_length_chunks(todo, source_ids, self.batch_size):
+            # The cap of every sentence in the chunk: input length + max_extra_length (§6.1).
+            cap = min(len(source_ids[chunk[0]]) + self.max_extra_length, self.max_length)
+            batch = self._translator.translate_batch(
+                [[self._pieces[t] for t in source_ids[i][:-1]] for i in chunk],
+                beam_size=self.beam_size,
+                num_hypotheses=self.beam_size,
+                length_penalty=0.0,  # raw log-probabilities; GNMT's penalty below
+                return_scores=True,
+                return_end_token=True,
+                suppress_sequences=self._never,
+                min_decoding_length=0,  # EOS may come first, as in our search
+                max_input_length=0,
+                max_decoding_length=cap,
+            )
             for i, result in zip(chunk, batch, strict=True):
-                if all(len(pieces) <= caps[i] for pieces in result.hypotheses):
-                    results[i] = self._ranked(result)
-                else:
-                    again.append(i)
-            for i in again:
-                results[i] = self._ranked(self._search([source_ids[i]], caps[i])[0])
+                results[i] = self._ranked(result)
             done += len(chunk)
             if progress:
                 progress(done, len(todo))
         return [row[0] for row in results] if n is None else [row[:n] for row in results]
-
-    def _search(self, source_ids, cap):
-        """CTranslate2's beam search of `source_ids` (EOS last), at most `cap` tokens out."""
-        return self._translator.translate_batch(
-            [[self._pieces[t] for t in ids[:-1]] for ids in source_ids],
-            beam_size=self.beam_size,
-            num_hypotheses=self.beam_size,
-            length_penalty=0.0,  # raw log-probabilities; GNMT's penalty in _ranked
-            return_scores=True,
-            return_end_token=True,
-            suppress_sequences=self._never,
-            min_decoding_length=0,  # EOS may come first, as in our search
-            max_input_length=0,
-            max_decoding_length=cap,
-        )
 
     def _ranked(self, result):
         """The hypotheses by log p(Y) / lp(Y), best first, with those scores.
@@ -147,3 +131,15 @@ class CTranslate2Translator(TextTranslator):
             ranked.append((pieces[-1:] == eos, score, [self._ids[piece] for piece in pieces]))
         ranked.sort(key=lambda entry: entry[:2], reverse=True)
         return [(ids, float(score)) for _, score, ids in ranked]
+
+
+def _same_length_chunks(order, ids, batch_size):
+    """Consecutive runs of `order` whose inputs have one length, at most `batch_size` long."""
+    chunk = []
+    for i in order:
+        if chunk and (len(chunk) == batch_size or len(ids[i]) != len(ids[chunk[0]])):
+            yield chunk
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield chunk
