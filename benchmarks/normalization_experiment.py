@@ -41,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import cpu_model, print_table  # noqa: E402
 
 VARIANTS = {"ours": "layer", "batch-norm": "batch", "masked-batch-norm": "masked_batch"}
+LABELS = {"ours": "layer norm (the paper's)", "batch-norm": "batch norm",
+          "masked-batch-norm": "masked batch norm"}  # fmt: skip
 BLOCKS = {"encoder": ("self_attention", "feedforward"),
           "decoder": ("self_attention", "cross_attention", "feedforward")}  # fmt: skip
 
@@ -95,7 +97,7 @@ def plot_curves(workdirs, path):
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for name, workdir in workdirs.items():
         for axis, series in zip(axes, read_steps(workdir), strict=True):
-            axis.plot(*series, marker="." if len(series[0]) < 20 else None, label=name)
+            axis.plot(*series, marker="." if len(series[0]) < 20 else None, label=LABELS[name])
     for axis, title in zip(axes, ("training loss", "validation loss"), strict=True):
         axis.set_title(title)
         axis.set_xlabel("optimizer steps")
@@ -295,7 +297,7 @@ def write_tables(results, path):
     ]
     if stat_rows:
         columns = [("variant", "variant"), ("length", "padded length"), ("batches", "batches"),
-                   ("padding_share", "padding share"), ("mean_shift", "|mean - moving| / std"),
+                   ("padding_share", "padding share"), ("mean_shift", "mean shift / moving std"),
                    ("variance_ratio", "var / moving var")]  # fmt: skip
         print()
         print_table(stat_rows, columns)
