@@ -20,7 +20,8 @@ FORWARD_BATCH = 64
 
 
 def make_forward(peer, args, scratch):
-    """A function from `(encoder_ids, decoder_ids)` to float32 logits, and the model's limit."""
+    """`(forward, tokenizer, max_length)`: `forward` maps `(encoder_ids, decoder_ids)` to
+    float32 logits."""
     import keras
     import numpy as np
 
@@ -59,7 +60,7 @@ def forward_worker(args, peer, scratch, pairs):
     import numpy as np
 
     from keras_transformer.data.pipeline import tokenize_pairs
-    from keras_transformer.tokenization import BOS_ID
+    from keras_transformer.tokenization import BOS_ID, PAD_ID
 
     began = time.perf_counter()
     forward, tokenizer, limit = make_forward(peer, args, scratch)
@@ -69,13 +70,13 @@ def forward_worker(args, peer, scratch, pairs):
     batches = []
     for start in range(0, len(order), FORWARD_BATCH):
         rows = order[start : start + FORWARD_BATCH]
-        encoder_ids = np.zeros((len(rows), _width(sources, rows, limit)), "int32")
-        labels = np.zeros((len(rows), _width(targets, rows, limit)), "int32")
+        encoder_ids = np.full((len(rows), _width(sources, rows, limit)), PAD_ID, "int32")
+        labels = np.full((len(rows), _width(targets, rows, limit)), PAD_ID, "int32")
         for n, i in enumerate(rows):
             encoder_ids[n, : len(sources[i])] = sources[i]
             labels[n, : len(targets[i])] = targets[i]
         decoder_ids = np.concatenate([np.full((len(rows), 1), BOS_ID, "int32"), labels[:, :-1]], 1)
-        decoder_ids[labels == 0] = 0
+        decoder_ids[labels == PAD_ID] = PAD_ID
         batches.append((rows, encoder_ids, decoder_ids, labels))
     for _, encoder_ids, decoder_ids, _ in batches:  # warm: compilation
         forward(encoder_ids, decoder_ids)
@@ -90,7 +91,7 @@ def forward_worker(args, peer, scratch, pairs):
         log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         picked = np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
         for n, i in enumerate(rows):
-            scores[i] = float((picked[n] * (labels[n] > 0)).sum())
+            scores[i] = float((picked[n] * (labels[n] != PAD_ID)).sum())
     report({
         "sentences_per_s": len(sources) / seconds, "seconds": seconds, "prepare_s": prepare,
         "scores": scores, "peak_rss_mib": peak_rss_mib(), "sentences": len(sources),

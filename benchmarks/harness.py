@@ -18,6 +18,13 @@ def add_model_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=64)
 
 
+def add_step_arguments(parser, steps=20, warmup=3):
+    """Sequence length and the timed and untimed (compiling) steps of a training benchmark."""
+    parser.add_argument("--length", type=int, default=32, help="source and target tokens")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps (compilation)")
+
+
 def cpu_model():
     """The CPU's model name, which benchmarks print beside their figures."""
     try:

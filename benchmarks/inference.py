@@ -70,10 +70,7 @@ def parse_args(argv=None):
 
 def make_translator(peer, args, scratch):
     import keras_transformer as kt
-    from keras_transformer import workdir
 
-    model_path, tokenizer_path, decoding = workdir.model_files(args.workdir)
-    decoding = decoding.replace(beam_size=args.beam_size)
     if peer.startswith("ct2-"):
         from keras_transformer.ctranslate2 import CTranslate2Translator, export_ctranslate2
 
@@ -85,10 +82,7 @@ def make_translator(peer, args, scratch):
             args.workdir, os.path.join(scratch, peer), jit_compile=peer.endswith("xla")
         )
         return kt.load_translator(version)
-    import keras
-
-    model = keras.saving.load_model(model_path, compile=False)
-    return kt.Translator(model, kt.Tokenizer.load(tokenizer_path), decoding)
+    return kt.Translator.from_workdir(args.workdir, beam_size=args.beam_size)
 
 
 def read_pairs(args):
@@ -124,6 +118,19 @@ def worker(args):
     })  # fmt: skip
 
 
+def run_peers(names, backends, forwarded):
+    """Runs each of the comma-separated `names` in its own worker process (on its backend in
+    `backends`), sharing one scratch directory; returns `{name: result}`."""
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for peer in [name for name in names.split(",") if name]:
+            print(f"running {peer} ...", file=sys.stderr, flush=True)
+            results[peer] = run_worker(
+                os.path.abspath(__file__), [peer, scratch, *forwarded], backend=backends[peer]
+            )
+    return results
+
+
 def main():
     args = parse_args()
     if args.worker:
@@ -132,13 +139,7 @@ def main():
     forwarded = [a for a in sys.argv[1:]]
     forwarded[forwarded.index("--workdir") + 1] = args.workdir
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores", flush=True)
-    results = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for peer in [p for p in args.peers.split(",") if p]:
-            print(f"running {peer} ...", file=sys.stderr, flush=True)
-            results[peer] = run_worker(
-                os.path.abspath(__file__), [peer, scratch, *forwarded], backend=PEERS[peer]
-            )
+    results = run_peers(args.peers, PEERS, forwarded)
     fastest = max(
         (
             results[p]["sentences_per_s"]
@@ -171,13 +172,7 @@ def main():
             ("rss", "peak RSS MiB"),
         ],
     )
-    forward = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for peer in [p for p in args.forward_peers.split(",") if p]:
-            print(f"running {peer} ...", file=sys.stderr, flush=True)
-            forward[peer] = run_worker(
-                os.path.abspath(__file__), [peer, scratch, *forwarded], backend=FORWARD_PEERS[peer]
-            )
+    forward = run_peers(args.forward_peers, FORWARD_PEERS, forwarded)
     if forward:
         print_forward(forward)
     for result in forward.values():

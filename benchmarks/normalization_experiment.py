@@ -115,9 +115,12 @@ def batch_dependence(workdir, sources, references, batch_sizes, **overrides):
     from keras_transformer.evaluation import score
 
     by_length = sorted(range(len(sources)), key=lambda i: len(sources[i].split()))
+    loaded = Translator.from_workdir(workdir, **overrides)  # one model for every batch size
     results, baseline = {}, None
     for size in sorted(batch_sizes, reverse=True):
-        translator = Translator.from_workdir(workdir, batch_size=size, **overrides)
+        translator = Translator(
+            loaded.model, loaded.tokenizer, loaded.decoding_config, batch_size=size
+        )
         orders = [("sorted", by_length), ("unsorted", list(range(len(sources))))]
         for order_name, order in orders[: 1 if size == 1 else 2]:  # one sentence has no order
             outputs = [None] * len(sources)
@@ -136,7 +139,8 @@ def batch_dependence(workdir, sources, references, batch_sizes, **overrides):
 
 
 def norm_layers(model):
-    """`(side, block, layer)` for every residual block's norm of `model`."""
+    """`(side, norm layer)` for every residual block's norm of `model` (side: "encoder" or
+    "decoder")."""
     from keras_transformer.layers.normalization import norm_name
 
     found = []
@@ -157,6 +161,7 @@ def bucket_statistics(workdir, pairs, batches):
     from keras_transformer import workdir as workdirs
     from keras_transformer.data.pipeline import make_dataset
     from keras_transformer.model_inputs import DECODER_INPUT, ENCODER_INPUT
+    from keras_transformer.tokenization import PAD_ID
 
     model_path, tokenizer_path, _ = workdirs.model_files(workdir)
     model = keras.saving.load_model(model_path, compile=False)
@@ -185,17 +190,18 @@ def bucket_statistics(workdir, pairs, batches):
 
         return record
 
-    for side, norm in norm_layers(model):
+    norms = norm_layers(model)
+    for side, norm in norms:
         norm.call = recording(side, norm)
     for inputs, _ in dataset.take(batches):
         encoder_ids = np.asarray(inputs[ENCODER_INPUT])
         decoder_ids = np.asarray(inputs[DECODER_INPUT])
-        masks.update(encoder=encoder_ids != 0, decoder=decoder_ids != 0,
+        masks.update(encoder=encoder_ids != PAD_ID, decoder=decoder_ids != PAD_ID,
                      length=int(encoder_ids.shape[1]))  # fmt: skip
         model(inputs, training=True)
     return {
         length: {
-            "batches": len(values) // len(norm_layers(model)),
+            "batches": len(values) // len(norms),
             "mean_shift": float(np.mean([v[0] for v in values])),
             "variance_ratio": float(np.mean([v[1] for v in values])),
             "padding_share": float(np.mean([v[2] for v in values])),

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import add_model_arguments, cpu_model, print_table, report  # noqa: E402
+from harness import add_model_arguments, add_step_arguments, cpu_model, print_table, report  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 
@@ -35,9 +35,7 @@ BACKENDS = ("jax", "tensorflow", "torch")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
-    parser.add_argument("--length", type=int, default=32, help="source and target tokens")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    add_step_arguments(parser)
     parser.add_argument("--backends", default="jax", help="comma list of " + ",".join(BACKENDS))
     parser.add_argument("--cores", default="0,1", help="the two cores to pin the processes to")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")

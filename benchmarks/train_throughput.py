@@ -40,7 +40,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import add_model_arguments, peak_rss_mib, print_table, report, run_worker  # noqa: E402
+from harness import (  # noqa: E402
+    add_model_arguments,
+    add_step_arguments,
+    peak_rss_mib,
+    print_table,
+    report,
+    run_worker,
+)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PEERS = ("ours", "keras_hub", "torch_native")
@@ -49,9 +56,7 @@ PEERS = ("ours", "keras_hub", "torch_native")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
-    parser.add_argument("--length", type=int, default=32, help="source and target tokens")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    add_step_arguments(parser)
     parser.add_argument(
         "--repeats",
         type=int,

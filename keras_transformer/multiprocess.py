@@ -249,16 +249,15 @@ def scope():
         yield replicas()
 
 
-def distribute(dataset_fn):
-    """What `fit` and `evaluate` take: this process's rows of each of `dataset_fn()`'s batches.
-
-    Args:
-        dataset_fn: callable returning the (global-batch) `tf.data.Dataset`.
-    """
+def distribute(dataset):
+    """What `fit` and `evaluate` take: this process's rows of each of `dataset`'s (global)
+    batches in a cluster; outside one, `dataset` itself (None stays None)."""
+    cluster = joined()
+    if cluster is None or dataset is None:
+        return dataset
     from keras_transformer.data.pipeline import shard_rows
 
-    cluster = joined()
-    return shard_rows(dataset_fn(), cluster.process_id, cluster.num_processes)
+    return shard_rows(dataset, cluster.process_id, cluster.num_processes)
 
 
 def barrier(name):

@@ -39,7 +39,6 @@ class _Run:
     tokenizer: object
     corpus: object  # a BatchedCorpus of the training pairs
     valid_dataset: object  # a tf.data.Dataset, or None
-    fit_valid_dataset: object  # what fit validates on: it, or this process's share of it
     valid_sample: list  # the pairs translated for val_bleu
     start: int  # the optimizer step the run starts from
     total: float  # the step it ends at (math.inf: no step limit)
@@ -141,23 +140,18 @@ def train(
             f"accumulation_steps={accumulation}: too few for an update; add data or lower "
             f"training.max_tokens"
         )
-    valid_dataset = fit_valid_dataset = None
+    valid_dataset = None
     if valid_pairs:
-
-        def valid_fn():
-            return make_dataset(
-                valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
-                drop_remainder=False, replicas=replicas,
-            )  # fmt: skip
-
-        valid_dataset = valid_fn()
-        fit_valid_dataset = multiprocess.distribute(valid_fn) if cluster else valid_dataset
+        valid_dataset = make_dataset(
+            valid_pairs, tokenizer, training.max_tokens, config.max_length, shuffle=False,
+            drop_remainder=False, replicas=replicas,
+        )  # fmt: skip
     total = min(max_steps or math.inf, int(epochs * updates_per_epoch) if epochs else math.inf)
     scope = multiprocess.scope() if cluster else data_parallel(replicas)
     with scope:  # the model is built, resumed and fit on the replicas
         model = _resumed_model(configs, directory, jit_compile)
         run = _Run(
-            model, directory, tokenizer, corpus, valid_dataset, fit_valid_dataset,
+            model, directory, tokenizer, corpus, valid_dataset,
             valid_sample=list(valid_pairs or [])[:validation_sample],
             start=optimizer_step(model), total=total, accumulation=accumulation,
             time_budget=time_budget, checkpoint_every=checkpoint_every,
@@ -236,19 +230,19 @@ def _fit(run):
     epoch, offset = divmod(run.start * accumulation, per_epoch)
     segments = [(epoch, epoch + 1, per_epoch - offset, offset)] if offset else []
     segments.append((epoch + (1 if offset else 0), epochs, per_epoch, 0))
+    validation_data = multiprocess.distribute(run.valid_dataset)
     for initial_epoch, end_epoch, steps, seen in segments:
         if model.stop_training or optimizer_step(model) >= run.total or initial_epoch >= end_epoch:
             break
-
-        def train_fn(initial_epoch=initial_epoch, end_epoch=end_epoch, seen=seen):
-            return run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen)
-
+        # Under several processes, fit takes this process's rows of each batch.
         model.fit(
-            multiprocess.distribute(train_fn) if multiprocess.joined() else train_fn(),
+            multiprocess.distribute(
+                run.corpus.dataset(epochs=(initial_epoch, end_epoch)).skip(seen)
+            ),
             initial_epoch=initial_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps,
-            validation_data=run.fit_valid_dataset,
+            validation_data=validation_data,
             callbacks=callbacks,
             shuffle=False,  # make_dataset shuffles, seeded
             verbose=run.verbose,
