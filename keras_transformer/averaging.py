@@ -38,7 +38,7 @@ def average_checkpoints_in(directory, last=5):
     Returns:
         str: what was done, for the user.
     """
-    from keras_transformer.model import build_transformer
+    from keras_transformer.translation_model import build_model
 
     if last < 1:
         raise ValueError(f"--last must be positive. Received: {last}")
@@ -49,7 +49,7 @@ def average_checkpoints_in(directory, last=5):
     chosen = found[-last:]
     configs = workdir.read_config(directory)
     training = configs["training"]
-    model = build_transformer(configs["model"], dtype=training.precision)
+    model = build_model(configs["model"], dtype=training.precision)
     model = compile_model(model, training)
     average_checkpoints(model, [path for _, path in chosen])
     from keras_transformer.run import save_model

@@ -8,10 +8,9 @@ rebuilt from `config.json` without them.
 
 import dataclasses
 import functools
-import json
-import typing
 
-from keras_transformer.checks import check_choice, check_fraction, check_positive_integer
+from keras_transformer.checks import check_choice
+from keras_transformer.records import Record
 
 # The allowed values of two architecture fields; the layers read them from here,
 # so that the configs import no Keras (the command line parses before it loads).
@@ -19,95 +18,8 @@ NORMALIZATIONS = ("layer", "batch", "masked_batch")
 POSITION_ENCODINGS = ("sinusoidal", "learned")
 
 
-class _Record:
-    """JSON round trip, validation helpers and `key=value` overrides."""
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(
-                f"Unknown {cls.__name__} field(s): {unknown}. Known fields: {sorted(names)}"
-            )
-        return cls(**values)
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text):
-        return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes):
-        """Returns a copy with `changes` applied (validated like a new record)."""
-        return self.from_dict({**self.to_dict(), **changes})
-
-    def override(self, assignments):
-        """Applies `["key=value", ...]` strings, converting each to its field's type.
-
-        Unknown keys and values that do not convert raise a `ValueError` that
-        names the key and the value.
-        """
-        fields = {field.name: field for field in dataclasses.fields(self)}
-        types = typing.get_type_hints(type(self))
-        changes = {}
-        for assignment in assignments:
-            key, sep, text = assignment.partition("=")
-            key = key.strip()
-            if not sep:
-                raise ValueError(f"Expected key=value, received {assignment!r}")
-            if key not in fields:
-                raise ValueError(
-                    f"Unknown {type(self).__name__} key {key!r} in {assignment!r}. "
-                    f"Known keys: {sorted(fields)}"
-                )
-            changes[key] = _convert(key, text.strip(), types[key])
-        return self.replace(**changes)
-
-    def _check(self, condition, message):
-        if not condition:
-            raise ValueError(f"{type(self).__name__}: {message}")
-
-    def _check_fields(self, check, *names):
-        """`check` (from `keras_transformer.checks`) on the named fields."""
-        try:
-            check(**{name: getattr(self, name) for name in names})
-        except ValueError as error:
-            raise ValueError(f"{type(self).__name__}: {error}") from None
-
-    def _check_positive(self, *names):
-        self._check_fields(check_positive_integer, *names)
-
-    def _check_fraction(self, *names):
-        self._check_fields(check_fraction, *names)
-
-
-def _convert(key, text, kind):
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered in ("true", "1", "yes"):
-                return True
-            if lowered in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        return text
-    except ValueError:
-        raise ValueError(
-            f"{key} expects a value of type {kind.__name__}. Received: {key}={text!r}"
-        ) from None
-
-
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig(_Record):
+class TransformerConfig(Record):
     """The architecture (paper §3). Defaults are the paper's base model.
 
     Args:
@@ -219,11 +131,41 @@ class TransformerConfig(_Record):
 PRESETS = ("tiny", "small", "base", "big")
 
 
+@dataclasses.dataclass(frozen=True)
+class RecurrentConfig(Record):
+    """The recurrent baseline's architecture (`recurrent.py`, docs/experiments.md).
+
+    The defaults (D 368, 2 encoder and 2 decoder LSTM layers) give about as
+    many parameters as `TransformerConfig.small(V)` (D 256, 3 + 3 layers): at
+    V = 8000, 7.69M against 7.58M (tests/test_recurrent.py counts them).
+    """
+
+    vocab_size: int
+    hidden_dim: int = 368
+    num_layers: int = 2
+    dropout: float = 0.1
+    max_length: int = 256
+
+    def __post_init__(self):
+        self._check_positive("vocab_size", "hidden_dim", "num_layers", "max_length")
+        self._check_fraction("dropout")
+
+    @classmethod
+    def small(cls, vocab_size, **overrides):
+        """Matched to `TransformerConfig.small` in parameters."""
+        return cls(vocab_size=vocab_size, **overrides)
+
+
+# The models a work directory can hold, by the `architecture` its config.json
+# names ("transformer" when it names none).
+ARCHITECTURES = {"transformer": TransformerConfig, "recurrent": RecurrentConfig}
+
+
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig(_Record):
+class TrainingConfig(Record):
     """The training recipe (paper §5). Defaults are the paper's.
 
     Args:
@@ -272,7 +214,7 @@ class TrainingConfig(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class DecodingConfig(_Record):
+class DecodingConfig(Record):
     """Decoding (§6.1): beam 4 (1 is greedy), length penalty alpha 0.6 (GNMT), input length + 50."""
 
     beam_size: int = 4

@@ -23,44 +23,13 @@ References:
     Machine Translation", 2015, §3.1 (global attention, the general score).
 """
 
-import dataclasses
-
 import keras
 from keras import ops
 
-from keras_transformer.checks import check_fraction, check_positive
+from keras_transformer.config import RecurrentConfig
 from keras_transformer.layers import TokenEmbedding, padding_mask
 from keras_transformer.layers.transformer_layer import check_dtype_policy
 from keras_transformer.translation_model import TranslationModel
-
-
-@dataclasses.dataclass(frozen=True)
-class RecurrentConfig:
-    """The baseline's architecture.
-
-    The defaults (D 368, 2 encoder and 2 decoder LSTM layers) give about as
-    many parameters as `TransformerConfig.small(V)` (D 256, 3 + 3 layers): at
-    V = 8000, 7.69M against 7.58M (tests/test_recurrent.py counts them).
-    """
-
-    vocab_size: int
-    hidden_dim: int = 368
-    num_layers: int = 2
-    dropout: float = 0.1
-    max_length: int = 256
-
-    def __post_init__(self):
-        check_positive(vocab_size=self.vocab_size, hidden_dim=self.hidden_dim)
-        check_positive(num_layers=self.num_layers, max_length=self.max_length)
-        check_fraction(dropout=self.dropout)
-
-    @classmethod
-    def small(cls, vocab_size, **overrides):
-        """Matched to `TransformerConfig.small` in parameters."""
-        return cls(vocab_size=vocab_size, **overrides)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -74,7 +43,7 @@ class RecurrentBaseline(TranslationModel):
 
     def __init__(self, config, **kwargs):
         if isinstance(config, dict):
-            config = RecurrentConfig(**config)
+            config = RecurrentConfig.from_dict(config)
         dtype = check_dtype_policy(kwargs.pop("dtype", None))
         units = config.hidden_dim
         self.token_embedding = TokenEmbedding(config.vocab_size, units, dtype=dtype)

@@ -24,6 +24,7 @@ from keras_transformer.callbacks import (
 )
 from keras_transformer.distribution import data_parallel, resolve_devices
 from keras_transformer.training import compile_model
+from keras_transformer.translation_model import build_model
 
 
 class TrainingError(RuntimeError):
@@ -173,10 +174,8 @@ def train(
 
 def _resumed_model(configs, directory, jit_compile):
     """The compiled model, with the last checkpoint's weights and optimizer state if any."""
-    from keras_transformer.model import build_transformer
-
     training = configs["training"]
-    model = build_transformer(configs["model"], dtype=training.precision)
+    model = build_model(configs["model"], dtype=training.precision)
     model = compile_model(model, training, jit_compile=jit_compile)
     found = workdir.checkpoints(directory)
     if found:

@@ -56,3 +56,17 @@ class TranslationModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def build_model(config, dtype=None):
+    """The model a work directory's config describes: a `TransformerConfig` builds
+    the `Transformer`, a `RecurrentConfig` the `RecurrentBaseline`."""
+    from keras_transformer.config import RecurrentConfig
+
+    if isinstance(config, RecurrentConfig):
+        from keras_transformer.recurrent import build_recurrent_baseline
+
+        return build_recurrent_baseline(config, dtype=dtype)
+    from keras_transformer.model import build_transformer
+
+    return build_transformer(config, dtype=dtype)

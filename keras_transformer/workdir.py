@@ -1,7 +1,8 @@
 """The layout of a training work directory, read by every command after `train`.
 
 WORKDIR/
-  config.json        {"model": ..., "training": ..., "decoding": ...}, resolved
+  config.json        {"model": ..., "training": ..., "decoding": ...}, resolved; the
+                     model section names its "architecture" unless it is a Transformer
   tokenizer.model    the joint SentencePiece model
   checkpoints/       ckpt-<step>.weights.h5, the last few
   model.keras        the model `translate`, `evaluate` and `export` use
@@ -17,7 +18,12 @@ import json
 import os
 import re
 
-from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
+from keras_transformer.config import (
+    ARCHITECTURES,
+    DecodingConfig,
+    TrainingConfig,
+    TransformerConfig,
+)
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.model"
@@ -72,16 +78,40 @@ def read_config(directory):
     if missing:
         raise ValueError(f"{file}: missing section(s) {missing}")
     try:
-        return {name: kind.from_dict(values[name]) for name, kind in SECTIONS.items()}
+        configs = {name: kind.from_dict(values[name]) for name, kind in SECTIONS.items()
+                   if name != "model"}  # fmt: skip
+        configs["model"] = model_config(values["model"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{file}: {error}") from None
+    return configs
+
+
+def model_config(values):
+    """The model section of `config.json` -> its record, by its `architecture`."""
+    values = dict(values)
+    architecture = values.pop("architecture", "transformer")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown model architecture {architecture!r}; choose one of {list(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[architecture].from_dict(values)
+
+
+def section_dict(name, record):
+    """A record as `config.json` holds it: the model section with its architecture."""
+    values = record.to_dict()
+    if name == "model" and not isinstance(record, TransformerConfig):
+        kinds = {kind: architecture for architecture, kind in ARCHITECTURES.items()}
+        values = {"architecture": kinds[type(record)], **values}
+    return values
 
 
 def write_config(directory, configs):
     """Writes the three records as `config.json` (atomically)."""
     with atomic_write(path(directory, CONFIG)) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({name: configs[name].to_dict() for name in SECTIONS}, handle, indent=2)
+            records = {name: section_dict(name, configs[name]) for name in SECTIONS}
+            json.dump(records, handle, indent=2)
             handle.write("\n")
 
 
@@ -147,6 +177,9 @@ def apply_overrides(configs, assignments):
 
     A key is `section.field` (`model.dropout`, `training.warmup_steps`,
     `decoding.beam_size`) or a bare field name that only one section has.
+    `model.architecture=recurrent` puts the recurrent baseline's default
+    architecture, for the same vocabulary, in place of the Transformer's
+    (applied before the other `model.` keys, which then set its fields).
 
     Returns:
         A new dict of records.
@@ -170,6 +203,14 @@ def apply_overrides(configs, assignments):
                 f"Unknown section {section!r} in {assignment!r}. Sections: {sorted(configs)}"
             )
         grouped.setdefault(section, []).append(f"{field}={value}")
+    model_items = grouped.get("model", [])
+    chosen = [item.partition("=")[2].strip() for item in model_items
+              if item.startswith("architecture=")]  # fmt: skip
+    if chosen:
+        configs["model"] = model_config(
+            {"architecture": chosen[-1], "vocab_size": configs["model"].vocab_size}
+        )
+        grouped["model"] = [item for item in model_items if not item.startswith("architecture=")]
     for section, items in grouped.items():
         configs[section] = configs[section].override(items)
     return configs
@@ -179,8 +220,8 @@ def differences(old, new):
     """`["section.field: old -> new", ...]` between two dicts of records."""
     lines = []
     for section in sorted(set(old) | set(new)):
-        before = old[section].to_dict() if section in old else {}
-        after = new[section].to_dict() if section in new else {}
+        before = section_dict(section, old[section]) if section in old else {}
+        after = section_dict(section, new[section]) if section in new else {}
         for field in sorted(set(before) | set(after)):
             if before.get(field) != after.get(field):
                 lines.append(f"{section}.{field}: {before.get(field)!r} -> {after.get(field)!r}")

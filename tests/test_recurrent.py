@@ -63,7 +63,9 @@ def test_small_has_about_the_transformer_smalls_parameters():
 
 @runs_once
 def test_bad_configs_name_the_value():
-    with pytest.raises(ValueError, match="hidden_dim must be positive. Received: .*0"):
+    with pytest.raises(
+        ValueError, match="hidden_dim must be a positive integer. Received: hidden_dim=0"
+    ):
         RecurrentConfig(100, hidden_dim=0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\). Received: .*1.5"):
         RecurrentConfig(100, dropout=1.5)

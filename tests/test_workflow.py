@@ -340,3 +340,43 @@ def test_history_reads_keras_na_cells_as_none(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "history.csv").write_text(history.read_text())
     assert run.minutes_logged(str(tmp_path)) == 3.0
+
+
+@runs_once
+def test_the_recurrent_baseline_trains_averages_and_translates_from_a_work_directory(
+    corpus, tmp_path
+):
+    """`--set model.architecture=recurrent`: the same commands train and decode the LSTM."""
+    work = tmp_path / "lstm"
+    recurrent = ["--set", "model.architecture=recurrent", "--set", "model.hidden_dim=32",
+                 "--set", "model.num_layers=1"]  # fmt: skip
+    assert main(*train_arguments(corpus, work, 4), *recurrent) == 0
+    stored = json.loads((work / "config.json").read_text())["model"]
+    assert stored["architecture"] == "recurrent" and stored["hidden_dim"] == 32
+    configs = workdir.read_config(str(work))
+    expected = kt.RecurrentConfig(100, hidden_dim=32, num_layers=1, dropout=0.0, max_length=32)
+    assert configs["model"] == expected
+    # A resumed run goes on from the checkpoint of step 4, as a Transformer's does.
+    assert main(*train_arguments(corpus, work, 6), *recurrent) == 0
+    assert [step for step, _ in workdir.checkpoints(str(work))] == [2, 4, 6]
+    assert main("average", "--workdir", work, "--last", 2) == 0
+    translator = kt.Translator.from_workdir(str(work), beam_size=2)
+    assert isinstance(translator.model, kt.RecurrentBaseline)
+    hypotheses = tmp_path / "test.hyp"
+    assert main("translate", "--workdir", work, "--input", corpus["test.en"],
+                "--output", hypotheses, "--beam-size", 2, *NO_JIT) == 0  # fmt: skip
+    sources = open(corpus["test.en"], encoding="utf-8").read().splitlines()
+    assert hypotheses.read_text(encoding="utf-8").splitlines() == translator.translate(sources)
+
+
+@runs_once
+def test_an_unknown_architecture_is_named(tmp_path):
+    configs = {"model": kt.TransformerConfig.tiny(100), "training": kt.TrainingConfig(),
+               "decoding": kt.DecodingConfig()}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown model architecture 'gru'"):
+        workdir.apply_overrides(configs, ["model.architecture=gru"])
+    workdir.write_config(str(tmp_path), configs)
+    file = tmp_path / "config.json"
+    file.write_text(file.read_text().replace('"model": {', '"model": {"architecture": "gru", '))
+    with pytest.raises(ValueError, match=r"config.json: unknown model architecture 'gru'"):
+        workdir.read_config(str(tmp_path))

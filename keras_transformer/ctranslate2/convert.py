@@ -87,6 +87,11 @@ def _model_tokenizer_decoding(translator_or_workdir):
 def transformer_spec(model, tokenizer):
     """Our `Transformer`'s weights as a `ctranslate2.specs.TransformerSpec` (not yet saved)."""
     config = model.config
+    if not hasattr(config, "normalization"):  # the recurrent baseline
+        raise ValueError(
+            f"CTranslate2 export takes a Transformer; received a {type(model).__name__} "
+            f"({type(config).__name__}). Export it as a SavedModel (export_saved_model) instead."
+        )
     if config.normalization != "layer":
         # A batch norm at inference is a fixed per-feature affine map; CTranslate2's
         # layer norm always normalizes each token, and the residual stream carries
