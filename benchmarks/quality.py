@@ -160,6 +160,10 @@ def parse_args(argv=None):
     parser.add_argument("--test-size", type=int, help="score only the first N test pairs")
     parser.add_argument("--rescore", action="store_true", help="score stored hypotheses again")
     parser.add_argument("--rerun", action="store_true", help="repeat runs that have results")
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="seconds: tiny models trained 2 steps on a generated corpus in place of --data",
+    )  # fmt: skip
     parser.add_argument("--worker", nargs=2, metavar=("TASK", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name, known in (("tasks", TASKS), ("runs", RUNS)):
@@ -397,10 +401,33 @@ def read_result(path):
         return json.load(file)
 
 
+SMOKE = ["model.hidden_dim=32", "model.max_length=32", "training.max_tokens=256"]
+
+
+def smoke_corpus(folder, task):
+    """Number words (`kt.data.number_words`) laid out as `task`'s corpus under `folder`."""
+    from keras_transformer.data import number_words
+
+    other = task.target if task.source == "en" else task.source
+    for split, size in (("train", 300), ("valid", 20), (task.test, 8)):
+        drawn = number_words("test" if split == task.test else split, other, size=size)
+        for side, index in (("en", 0), (other, 1)):
+            path = os.path.join(folder, task.folder, f"{split}.{side}")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as file:
+                file.writelines(f"{pair[index]}\n" for pair in drawn)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.smoke:
+        args.data = os.path.join(args.out, "smoke-data")
+        for name in args.tasks:
+            smoke_corpus(args.data, TASKS[name])
+        args.steps, args.preset, args.vocab_size, args.test_size = 2, "tiny", 100, 4
+        args.set = SMOKE + args.set
     missing = sorted(
         {path for name in args.tasks for split in ("train", "valid", TASKS[name].test)
          for path in split_files(args, TASKS[name], split) if not os.path.isfile(path)}

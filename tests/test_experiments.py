@@ -74,3 +74,31 @@ def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
     one, two, efficiency = (float(cell.replace(",", "")) for cell in row[1:4])
     assert one > 0 and two > 0
     assert abs(efficiency - two / (2 * one)) < 0.01 * efficiency + 0.005
+
+
+@runs_once
+def test_quality_smoke_trains_ours_and_the_recurrent_baseline_alike(tmp_path):
+    script = os.path.join(REPOSITORY, "benchmarks", "quality.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke", "--tasks", "multi30k-en-de", "--runs", "ours,lstm",
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    task = tmp_path / "multi30k-en-de"
+    results = {run: json.loads((task / run / "result.json").read_text())
+               for run in ("ours", "lstm")}  # fmt: skip
+    for run, measured in results.items():
+        assert measured["steps"] == 2 and measured["run"] == run
+        assert 0 <= measured["bleu"] <= 100 and measured["translate_seconds"] > 0
+        assert len((task / run / measured["hypotheses"]).read_text().splitlines()) == 4
+        assert (task / run / "learning_curve.png").stat().st_size > 10_000
+    model = json.loads((task / "lstm" / "workdir" / "config.json").read_text())["model"]
+    assert model["architecture"] == "recurrent" and model["hidden_dim"] == 32
+    ours = json.loads((task / "ours" / "workdir" / "config.json").read_text())["model"]
+    assert "architecture" not in ours and ours["num_heads"] == 4
+    assert results["lstm"]["parameters"] != results["ours"]["parameters"]
+    assert "lstm instead" in result.stdout  # the BLEU delta table
