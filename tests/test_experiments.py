@@ -77,28 +77,32 @@ def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
 
 
 @runs_once
-def test_quality_smoke_trains_ours_and_the_recurrent_baseline_alike(tmp_path):
-    script = os.path.join(REPOSITORY, "benchmarks", "quality.py")
+def test_recurrence_smoke_trains_ours_and_the_lstm_alike_through_quality(tmp_path):
+    """recurrence_experiment.py --smoke runs quality.py --smoke for both, then compares them."""
+    script = os.path.join(REPOSITORY, "benchmarks", "recurrence_experiment.py")
     result = subprocess.run(
-        [sys.executable, script, "--smoke", "--tasks", "multi30k-en-de", "--runs", "ours,lstm",
-         "--out", str(tmp_path)],
+        [sys.executable, script, "--smoke", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax"},
-    )  # fmt: skip
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "torch"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    task = tmp_path / "multi30k-en-de"
-    results = {run: json.loads((task / run / "result.json").read_text())
-               for run in ("ours", "lstm")}  # fmt: skip
-    for run, measured in results.items():
-        assert measured["steps"] == 2 and measured["run"] == run
-        assert 0 <= measured["bleu"] <= 100 and measured["translate_seconds"] > 0
-        assert len((task / run / measured["hypotheses"]).read_text().splitlines()) == 4
-        assert (task / run / "learning_curve.png").stat().st_size > 10_000
+    task = tmp_path / "smoke-runs" / "multi30k-en-de"
     model = json.loads((task / "lstm" / "workdir" / "config.json").read_text())["model"]
     assert model["architecture"] == "recurrent" and model["hidden_dim"] == 32
     ours = json.loads((task / "ours" / "workdir" / "config.json").read_text())["model"]
     assert "architecture" not in ours and ours["num_heads"] == 4
-    assert results["lstm"]["parameters"] != results["ours"]["parameters"]
-    assert "lstm instead" in result.stdout  # the BLEU delta table
+    measured = json.loads((tmp_path / "recurrence.json").read_text())["models"]
+    assert set(measured) == {"ours", "lstm"}
+    for run, values in measured.items():
+        stored = json.loads((task / run / "result.json").read_text())
+        assert values["steps"] == stored["steps"] == 2 and stored["run"] == run
+        assert values["test_bleu"] == stored["bleu"] and values["decode_sentences_per_s"] > 0
+        assert values["tokens_per_s"] > 0 and values["parameters"] == stored["parameters"]
+        # --validate-every 1: a validation at each of the two steps, with its minute.
+        assert [len(point) for point in values["curve"]] == [3, 3]
+        assert values["curve"][0][0] < values["curve"][1][0]
+    assert measured["lstm"]["parameters"] != measured["ours"]["parameters"]
+    assert (tmp_path / "recurrence_curves.png").stat().st_size > 10_000
+    assert "| LSTM + attention |" in (tmp_path / "recurrence.md").read_text()

@@ -1,0 +1,150 @@
+"""Self-attention against recurrence at equal wall-clock (issue #31, docs/experiments.md).
+
+Reads the runs `ours` (Transformer `small`) and `lstm` (`kt.RecurrentBaseline`,
+an LSTM encoder-decoder with global attention and as many parameters) that
+`quality.py` trains for the same `--budget` minutes on the same data,
+vocabulary, batches and recipe, and sets them side by side:
+
+- **BLEU against minutes**: greedy BLEU and loss on the validation sample at
+  each validation (`--validate-every`), against training minutes
+  (`recurrence_curves.png`);
+- **what the budget bought**: optimizer steps, training tokens/s (the median
+  of `logs/steps.csv`), validation loss at the end, test BLEU (the last
+  checkpoints averaged, beam 4) and beam-4 decoding sentences/s on the test
+  set.
+
+Writes `recurrence.md`, `.json` and `recurrence_curves.png` to `--out`.
+
+    python benchmarks/quality.py --budget 15 --validate-every 100 \\
+        --tasks multi30k-en-de --runs ours,lstm --out runs/wall-clock
+    python benchmarks/recurrence_experiment.py --runs runs/wall-clock/multi30k-en-de
+    python benchmarks/recurrence_experiment.py --smoke   # seconds: tiny models, the test runs it
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import cpu_model, print_table  # noqa: E402
+
+MODELS = {"ours": "Transformer small", "lstm": "LSTM + attention"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", help="quality.py's task folder, holding ours/ and lstm/")
+    parser.add_argument("--out", default=os.path.join("runs", "experiments"))
+    parser.add_argument("--smoke", action="store_true", help="tiny models trained here: seconds")
+    args = parser.parse_args(argv)
+    if not args.smoke and not args.runs:
+        parser.error("--runs is required (or --smoke)")
+    return args
+
+
+def read_rows(run_folder):
+    """The rows of the run's `logs/steps.csv`, numbers as floats (None where empty)."""
+    path = os.path.join(run_folder, "workdir", "logs", "steps.csv")
+    with open(path) as file:
+        return [{key: float(value) if value else None for key, value in row.items()}
+                for row in csv.DictReader(file)]  # fmt: skip
+
+
+def summarize(run_folder):
+    result = json.load(open(os.path.join(run_folder, "result.json"), encoding="utf-8"))
+    rows = read_rows(run_folder)
+    validations = [row for row in rows if row["val_loss"] is not None]
+    speeds = [row["tokens_per_s"] for row in rows if row["tokens_per_s"]]
+    with open(os.path.join(run_folder, result["hypotheses"]), encoding="utf-8") as file:
+        sentences = sum(1 for _ in file)
+    return {
+        "parameters": result["parameters"],
+        "steps": result["steps"],
+        "train_minutes": result["train_minutes"],
+        "tokens_per_s": statistics.median(speeds) if speeds else None,
+        "val_loss": validations[-1]["val_loss"] if validations else None,
+        "test_bleu": result["bleu"],
+        "test_chrf": result["chrf"],
+        "decode_sentences_per_s": sentences / result["translate_seconds"],
+        "curve": [(row["minutes"], row["val_bleu"], row["val_loss"]) for row in validations],
+    }
+
+
+def plot_curves(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, measured in results.items():
+        minutes, bleu, loss = (
+            zip(*measured["curve"], strict=True) if measured["curve"] else [()] * 3
+        )
+        axes[0].plot(minutes, bleu, marker=".", label=MODELS[name])
+        axes[1].plot(minutes, loss, marker=".", label=MODELS[name])
+    for axis, title in zip(axes, ("validation BLEU (greedy)", "validation loss"), strict=True):
+        axis.set_title(title)
+        axis.set_xlabel("training minutes")
+        axis.grid(alpha=0.3)
+    axes[1].set_ylabel("label-smoothed cross-entropy")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_tables(results, path):
+    columns = [("model", "model"), ("parameters", "parameters"), ("steps", "steps"),
+               ("train_minutes", "minutes"), ("tokens_per_s", "train tokens/s"),
+               ("val_loss", "valid loss"), ("test_bleu", "test BLEU"),
+               ("decode_sentences_per_s", "beam-4 sentences/s")]  # fmt: skip
+    rows = [{"model": MODELS[name], **measured} for name, measured in results["models"].items()]
+    print(f"CPU: {results['cpu']}")
+    print_table(rows, columns)
+
+    def cell(value):
+        if isinstance(value, (int, float)):
+            return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[key]) for key, _ in columns) + " |" for row in rows]
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(f"CPU: {results['cpu']}\n\n" + "\n".join(lines) + "\n")
+
+
+def smoke_runs(out):
+    """quality.py's `--smoke` runs of ours and lstm, in `out`; their task folder."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality.py")
+    command = [sys.executable, script, "--smoke", "--tasks", "multi30k-en-de",
+               "--runs", ",".join(MODELS), "--validate-every", "1", "--out", out]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(out, "multi30k-en-de")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    # The smoke runs stay in --out, so that a test can look at quality.py's files too.
+    folder = smoke_runs(os.path.join(args.out, "smoke-runs")) if args.smoke else args.runs
+    missing = [name for name in MODELS
+               if not os.path.isfile(os.path.join(folder, name, "result.json"))]  # fmt: skip
+    if missing:
+        raise SystemExit(f"no finished quality.py run {missing} under {folder}")
+    models = {name: summarize(os.path.join(folder, name)) for name in MODELS}
+    results = {"cpu": cpu_model(), "runs": os.path.abspath(folder), "models": models}
+    plot_curves(results["models"], os.path.join(args.out, "recurrence_curves.png"))
+    with open(os.path.join(args.out, "recurrence.json"), "w") as file:
+        json.dump(results, file, indent=1)
+    write_tables(results, os.path.join(args.out, "recurrence.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
