@@ -89,3 +89,30 @@ def _format(value):
     if isinstance(value, float):
         return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def plot_panels(curves, titles, xlabel, ylabels, path, sharey=False):
+    """Curves side by side, one panel per title, written to `path` (PNG).
+
+    `curves` maps a legend label to one `(x, y)` per panel; `ylabels` holds a
+    label (or None) per panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(titles), figsize=(9, 3.6), sharey=sharey)
+    for label, series in curves.items():
+        for axis, (x, y) in zip(axes, series, strict=True):
+            axis.plot(x, y, marker="." if len(x) < 20 else None, label=label)
+    for axis, title, ylabel in zip(axes, titles, ylabels, strict=True):
+        axis.set_title(title)
+        axis.set_xlabel(xlabel)
+        if ylabel:
+            axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    axes[-1].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -38,7 +38,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import cpu_model, print_table  # noqa: E402
+from harness import cpu_model, plot_panels, print_table  # noqa: E402
 
 VARIANTS = {"ours": "layer", "batch-norm": "batch", "masked-batch-norm": "masked_batch"}
 LABELS = {"ours": "layer norm (the paper's)", "batch-norm": "batch norm",
@@ -89,24 +89,9 @@ def read_steps(workdir):
 
 
 def plot_curves(workdirs, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for name, workdir in workdirs.items():
-        for axis, series in zip(axes, read_steps(workdir), strict=True):
-            axis.plot(*series, marker="." if len(series[0]) < 20 else None, label=LABELS[name])
-    for axis, title in zip(axes, ("training loss", "validation loss"), strict=True):
-        axis.set_title(title)
-        axis.set_xlabel("optimizer steps")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("label-smoothed cross-entropy")
-    axes[1].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    curves = {LABELS[name]: read_steps(workdir) for name, workdir in workdirs.items()}
+    plot_panels(curves, ("training loss", "validation loss"), "optimizer steps",
+                ("label-smoothed cross-entropy", None), path, sharey=True)  # fmt: skip
 
 
 def batch_dependence(workdir, sources, references, batch_sizes, **overrides):

@@ -31,7 +31,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import cpu_model, print_table  # noqa: E402
+from harness import cpu_model, plot_panels, print_table  # noqa: E402
 
 MODELS = {"ours": "Transformer small", "lstm": "LSTM + attention"}
 
@@ -76,27 +76,12 @@ def summarize(run_folder):
 
 
 def plot_curves(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    curves = {}
     for name, measured in results.items():
-        minutes, bleu, loss = (
-            zip(*measured["curve"], strict=True) if measured["curve"] else [()] * 3
-        )
-        axes[0].plot(minutes, bleu, marker=".", label=MODELS[name])
-        axes[1].plot(minutes, loss, marker=".", label=MODELS[name])
-    for axis, title in zip(axes, ("validation BLEU (greedy)", "validation loss"), strict=True):
-        axis.set_title(title)
-        axis.set_xlabel("training minutes")
-        axis.grid(alpha=0.3)
-    axes[1].set_ylabel("label-smoothed cross-entropy")
-    axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        minutes, bleu, loss = zip(*measured["curve"], strict=True)
+        curves[MODELS[name]] = [(minutes, bleu), (minutes, loss)]
+    plot_panels(curves, ("validation BLEU (greedy)", "validation loss"), "training minutes",
+                (None, "label-smoothed cross-entropy"), path)  # fmt: skip
 
 
 def write_tables(results, path):
