@@ -32,7 +32,8 @@ Runs:
 - `no-smoothing`, `pre-ln`, `untied`: `ours` with label smoothing 0,
   pre-layer normalization, or separate source, target and output embeddings.
 - `batch-norm`, `masked-batch-norm`, `learned-positions`, `heads-1`,
-  `heads-8`, `heads-16`, `layers-2`, `ffn-2048`, `no-dropout`, `dropout-0.3`:
+  `heads-8`, `heads-16`, `key-32`, `key-16`, `layers-2`, `ffn-2048`,
+  `no-dropout`, `dropout-0.3`:
   `ours` with one of the paper's alternatives (docs/experiments.md), best
   compared at equal `--steps`; `bf16`: `ours` trained under the
   `mixed_bfloat16` policy (docs/precision.md).
@@ -112,8 +113,10 @@ ABLATIONS = {
     "heads-1": ["model.num_heads=1"],
     "heads-16": ["model.num_heads=16"],
     "no-dropout": ["model.dropout=0"],
-    # More of Table 3 at equal steps: heads (A), model size (C), dropout (D).
+    # More of Table 3 at equal steps: heads (A), key size (B), model size (C), dropout (D).
     "heads-8": ["model.num_heads=8"],
+    "key-32": ["model.key_dim=32"],
+    "key-16": ["model.key_dim=16"],
     "layers-2": ["model.num_layers=2"],
     "ffn-2048": ["model.intermediate_dim=2048"],
     "dropout-0.3": ["model.dropout=0.3"],

@@ -8,7 +8,8 @@ Shapes, in every docstring and comment of the package:
     h  num_heads                   d  head_dim = D / h (d_k = d_v)
     V  vocabulary size             L  layers per stack (N in the paper)
 
-Attention's two sides are Tq (queries) and Tk (keys): T or S.
+Attention's two sides are Tq (queries) and Tk (keys): T or S. Queries and
+keys are d_k deep: d, unless `key_dim` sets it (Table 3, row B).
 
 The input pipeline (`data`), export and serving need TensorFlow; they are
 imported on first use, so that the layers and the model load without it on

@@ -42,6 +42,12 @@ def check_heads(hidden_dim, num_heads):
         )
 
 
+def check_key_dim(key_dim):
+    """Raises a ValueError quoting the value unless `key_dim` is None or a positive integer."""
+    if key_dim is not None:
+        check_positive_integer(key_dim=key_dim)
+
+
 def check_choice(allowed, **values):
     """Raises a ValueError naming the allowed values unless each value is one of `allowed`."""
     for name, value in values.items():

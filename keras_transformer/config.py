@@ -9,7 +9,7 @@ rebuilt from `config.json` without them.
 import dataclasses
 import functools
 
-from keras_transformer.checks import check_choice
+from keras_transformer.checks import check_choice, check_key_dim
 from keras_transformer.records import Record
 
 # The allowed values of two architecture fields; the layers read them from here,
@@ -49,6 +49,9 @@ class TransformerConfig(Record):
         position_encoding: str. "sinusoidal", the paper's (§3.5), or
             "learned", one trained vector per position up to `max_length`
             (Table 3, row E).
+        key_dim: int. d_k, the size of each head's queries and keys (Table 3,
+            row B); None: hidden_dim / num_heads. Values keep d_v =
+            hidden_dim / num_heads.
     """
 
     vocab_size: int
@@ -64,12 +67,15 @@ class TransformerConfig(Record):
     layer_norm_epsilon: float = 1e-6
     normalization: str = "layer"
     position_encoding: str = "sinusoidal"
+    # After the others, so that positional arguments keep their meaning.
+    key_dim: int | None = None
 
     def __post_init__(self):
         self._check_positive(
             "vocab_size", "hidden_dim", "intermediate_dim", "num_heads", "num_layers", "max_length"
         )
         self._check_fraction("dropout", "attention_dropout")
+        self._check_fields(check_key_dim, "key_dim")
         self._check(
             self.hidden_dim % self.num_heads == 0,
             "num_heads must divide hidden_dim. "
@@ -94,7 +100,7 @@ class TransformerConfig(Record):
 
     @property
     def head_dim(self):
-        """d_k = d_v = d_model / h."""
+        """d_v = d_model / h, and d_k too unless `key_dim` sets it."""
         return self.hidden_dim // self.num_heads
 
     @classmethod

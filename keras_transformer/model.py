@@ -90,6 +90,7 @@ class Transformer(TranslationModel):
             hidden_dim=config.hidden_dim,
             intermediate_dim=config.intermediate_dim,
             num_heads=config.num_heads,
+            key_dim=config.key_dim,
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
             normalize_first=config.normalize_first,

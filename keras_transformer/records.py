@@ -78,6 +78,12 @@ class Record:
 
 
 def _convert(key, text, kind):
+    """`text` as a value of type `kind`; for `X | None`, "none" or "null" is None."""
+    optional = _optional(kind)
+    if optional is not None:
+        if text.lower() in ("none", "null"):
+            return None
+        kind = optional
     try:
         if kind is bool:
             lowered = text.lower()
@@ -92,6 +98,15 @@ def _convert(key, text, kind):
             return float(text)
         return text
     except ValueError:
+        expected = kind.__name__ + (" or None" if optional is not None else "")
         raise ValueError(
-            f"{key} expects a value of type {kind.__name__}. Received: {key}={text!r}"
+            f"{key} expects a value of type {expected}. Received: {key}={text!r}"
         ) from None
+
+
+def _optional(kind):
+    """X for a type hint `X | None` (or `Optional[X]`); None for any other hint."""
+    arguments = typing.get_args(kind)
+    if len(arguments) == 2 and type(None) in arguments:
+        return next(argument for argument in arguments if argument is not type(None))
+    return None

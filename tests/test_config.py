@@ -102,6 +102,8 @@ def test_frozen():
         (dict(dropout=1.5), "dropout=1.5"),
         (dict(num_layers="6"), "num_layers='6'"),
         (dict(share_embeddings="yes"), "share_embeddings='yes'"),
+        (dict(key_dim=0), "key_dim=0"),
+        (dict(key_dim=16.0), "key_dim=16.0"),
     ],
 )
 def test_invalid_config_names_field_and_value(changes, message):
@@ -124,6 +126,23 @@ def test_override_converts_types_and_refuses_unknown_keys():
         config.override(["num_layers=three"])
     with pytest.raises(ValueError, match="Expected key=value"):
         config.override(["num_layers"])
+
+
+def test_key_dim_is_set_from_the_command_line():
+    """`--set model.key_dim=16` (Table 3, row B): an `int | None` field."""
+    from keras_transformer.workdir import apply_overrides
+
+    configs = {"model": kt.TransformerConfig.tiny(vocab_size=10), "training": kt.TrainingConfig()}
+    assert configs["model"].key_dim is None
+    changed = apply_overrides(configs, ["model.key_dim=16"])["model"]
+    assert changed.key_dim == 16 and isinstance(changed.key_dim, int)
+    assert changed.override(["key_dim=none"]).key_dim is None
+    assert changed.override(["key_dim=null"]).key_dim is None
+    with pytest.raises(ValueError, match="key_dim expects a value of type int or None.*'sixteen'"):
+        changed.override(["key_dim=sixteen"])
+    with pytest.raises(ValueError, match="key_dim=0"):
+        apply_overrides(configs, ["model.key_dim=0"])
+    assert kt.TransformerConfig.from_json(changed.to_json()) == changed
 
 
 @runs_once

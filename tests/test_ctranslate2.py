@@ -208,3 +208,16 @@ def test_batch_norm_models_are_refused_naming_the_setting(normalization, tokeniz
     with pytest.raises(ValueError, match=message):
         export_ctranslate2(translator, str(tmp_path / "ct2"))
     assert not (tmp_path / "ct2").exists()
+
+
+@runs_once
+def test_key_dim_models_are_refused_naming_the_setting(tokenizer, tmp_path):
+    """Table 3, row B's d_k != d_v: CTranslate2's heads have one size."""
+    config = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, key_dim=4)
+    translator = kt.Translator(kt.build_transformer(config), tokenizer)
+    with pytest.raises(ValueError, match="d_k = d_v .* = 8. Received: key_dim=4; export it as"):
+        export_ctranslate2(translator, str(tmp_path / "ct2"))
+    assert not (tmp_path / "ct2").exists()
+    # key_dim equal to D / h is the default model, which exports.
+    same = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, key_dim=8)
+    export_ctranslate2(kt.Translator(kt.build_transformer(same), tokenizer), str(tmp_path / "ok"))

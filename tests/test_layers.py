@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import keras
@@ -82,21 +83,29 @@ def numpy_attention(layer, query, value, mask):
     def project(dense, x):
         return x @ to_numpy(dense.kernel) + to_numpy(dense.bias)
 
-    h, d = layer.num_heads, layer.head_dim
-    q = project(layer.query_dense, query).reshape(*query.shape[:2], h, d)
-    k = project(layer.key_dense, value).reshape(*value.shape[:2], h, d)
-    v = project(layer.value_dense, value).reshape(*value.shape[:2], h, d)
-    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+    # d_k for queries and keys (`key_dim`, or D / h), d_v = D / h for values.
+    h = layer.num_heads
+    d_v = layer.hidden_dim // h
+    d_k = layer.key_dim or d_v
+    q = project(layer.query_dense, query).reshape(*query.shape[:2], h, d_k)
+    k = project(layer.key_dense, value).reshape(*value.shape[:2], h, d_k)
+    v = project(layer.value_dense, value).reshape(*value.shape[:2], h, d_v)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d_k)
     logits = np.where(mask[:, None], logits, -np.inf)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    out = np.einsum("bhqk,bkhd->bqhd", weights, v).reshape(*query.shape[:2], h * d)
+    out = np.einsum("bhqk,bkhd->bqhd", weights, v).reshape(*query.shape[:2], h * d_v)
     return project(layer.output_dense, out), weights
 
 
-def test_attention_equals_numpy_reference_on_both_paths():
+# Table 3, row B: d_k = 2 or 6 beside d_v = 8 / 2 = 4 (None: d_k = d_v).
+KEY_DIMS = [None, 2, 6]
+
+
+@pytest.mark.parametrize("key_dim", KEY_DIMS)
+def test_attention_equals_numpy_reference_on_both_paths(key_dim):
     rng = np.random.default_rng(0)
-    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
+    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8, key_dim=key_dim)
     query = rng.normal(size=(2, 3, 8)).astype("float32")
     value = rng.normal(size=(2, 5, 8)).astype("float32")
     mask = np.ones((2, 3, 5), bool)
@@ -116,12 +125,14 @@ def test_fully_masked_rows_stay_finite():
     assert np.isfinite(out).all()
 
 
-def test_attention_cache_equals_full_attention():
+@pytest.mark.parametrize("key_dim", KEY_DIMS)
+def test_attention_cache_equals_full_attention(key_dim):
     rng = np.random.default_rng(1)
-    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8)
+    layer = layers.MultiHeadAttention(num_heads=2, hidden_dim=8, key_dim=key_dim)
     x = rng.normal(size=(2, 4, 8)).astype("float32")
     full = to_numpy(layer(x, x, attention_mask=layers.causal_mask(4, 4)))
-    cache = (ops.zeros((2, 2, 4, 4)), ops.zeros((2, 2, 4, 4)))
+    # (B, h, T_max, d_k) keys, (B, h, T_max, d) values
+    cache = (ops.zeros((2, 2, 4, layer.key_head_dim)), ops.zeros((2, 2, 4, 4)))
     for t in range(4):
         step, cache = layer(
             x[:, t : t + 1],
@@ -153,13 +164,18 @@ def test_attention_cache_equals_full_attention():
 
 
 LAYER_FACTORIES = {
-    "MultiHeadAttention": lambda: layers.MultiHeadAttention(num_heads=2, hidden_dim=8),
+    "MultiHeadAttention": lambda: layers.MultiHeadAttention(num_heads=2, hidden_dim=8, key_dim=3),
     "PositionwiseFeedForward": lambda: layers.PositionwiseFeedForward(8, 16),
     "TransformerEncoderLayer": lambda: layers.TransformerEncoderLayer(
         hidden_dim=8, intermediate_dim=16, num_heads=2, normalize_first=True
     ),
     "TransformerDecoderLayer": lambda: layers.TransformerDecoderLayer(
-        hidden_dim=8, intermediate_dim=16, num_heads=2, dropout=0.2, normalization="masked_batch"
+        hidden_dim=8,
+        intermediate_dim=16,
+        num_heads=2,
+        dropout=0.2,
+        normalization="masked_batch",
+        key_dim=3,
     ),
     "TokenEmbedding": lambda: layers.TokenEmbedding(vocab_size=10, hidden_dim=8),
     "SinusoidalPositionEncoding": lambda: layers.SinusoidalPositionEncoding(max_wavelength=500.0),
@@ -178,6 +194,9 @@ def test_layers_are_registered_and_round_trip_their_config(name):
     restored = keras.saving.deserialize_keras_object(serialized)
     assert type(restored) is type(layer)
     assert restored.get_config() == layer.get_config()
+    # Every constructor argument is in the config, so none falls back to its default.
+    arguments = set(inspect.signature(type(layer).__init__).parameters) - {"self", "kwargs"}
+    assert arguments <= set(layer.get_config()), arguments - set(layer.get_config())
 
 
 def test_encoder_layer_ignores_padded_keys():
@@ -203,6 +222,8 @@ def test_encoder_layer_ignores_padded_keys():
             lambda: layers.TransformerDecoderLayer(8, 16, 2, dropout=1.0),
             "dropout=1.0",
         ),
+        (lambda: layers.MultiHeadAttention(num_heads=2, hidden_dim=8, key_dim=0), "key_dim=0"),
+        (lambda: layers.TransformerEncoderLayer(8, 16, 2, key_dim=2.5), "key_dim=2.5"),
     ],
 )
 def test_invalid_layer_arguments_quote_the_values(factory, message):

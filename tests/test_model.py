@@ -63,6 +63,8 @@ VARIANTS = {
     "batch_norm": {"normalization": "batch"},
     "masked_batch_norm_pre_ln": {"normalization": "masked_batch", "normalize_first": True},
     "learned_positions": {"position_encoding": "learned"},
+    # Table 3, row B: d_k = 4 against d_v = 32 / 4 = 8; the cache holds keys of d_k.
+    "small_keys": {"key_dim": 4},
 }
 
 
@@ -92,6 +94,28 @@ def test_trainable_weight_count_is_pinned(tiny_config):
     assert len(model.trainable_weights) == 1 + 2 * 16 + 2 * 26
     untied = kt.build_transformer(tiny_config.replace(share_embeddings=False))
     assert untied.count_params() == expected + 2 * 40 * 32
+
+
+def test_key_dim_resizes_queries_and_keys_only_and_survives_a_keras_file(
+    tiny_config, batch, tmp_path
+):
+    """Table 3, row B: d_k = 4 instead of D / h = 8; values and outputs keep D."""
+    model = kt.build_transformer(tiny_config.replace(key_dim=4))
+    attention = model.decoder_layers[0].cross_attention
+    assert tuple(attention.query_dense.kernel.shape) == tuple(attention.key_dense.kernel.shape)
+    assert tuple(attention.key_dense.kernel.shape) == (32, 4 * 4)
+    assert tuple(attention.value_dense.kernel.shape) == (32, 32)
+    assert tuple(attention.output_dense.kernel.shape) == (32, 32)
+    # Each of the 6 attentions (2 encoder, 2 x 2 decoder) loses two (32*32+32)
+    # projections and gains two (32*16+16).
+    assert model.count_params() == 44032 - 6 * 2 * ((32 * 32 + 32) - (32 * 16 + 16)) == 37696
+    logits = to_numpy(model(inputs(*batch)))
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.config.key_dim == 4
+    assert restored.encoder_layers[1].self_attention.key_dim == 4
+    np.testing.assert_array_equal(to_numpy(restored(inputs(*batch))), logits)
 
 
 def test_every_kernel_starts_from_its_own_draw(tiny_config):

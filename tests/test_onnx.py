@@ -26,7 +26,9 @@ def ours_and_onnx(model, out_dir, inputs):
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"normalize_first": True, "share_embeddings": False}], ids=["paper", "pre-LN"]
+    "overrides",
+    [{}, {"normalize_first": True, "share_embeddings": False}, {"key_dim": 4}],
+    ids=["paper", "pre-LN", "key-dim"],  # key_dim: Table 3, row B's d_k (4) != d_v (8)
 )
 def test_onnx_logits_equal_the_models(overrides, tmp_path):
     config = kt.TransformerConfig.tiny(vocab_size=40, max_length=16, **overrides)

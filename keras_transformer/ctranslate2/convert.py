@@ -7,7 +7,8 @@ the learned position table in its place, the shared matrix (or the untied
 ones) for source, target and output, optionally quantized (int8 and others).
 Our SentencePiece model and decoding settings go beside it, for
 `CTranslate2Translator`. Batch norms are refused: CTranslate2's Transformer
-has layer norms only.
+has layer norms only; and so is a `key_dim` (d_k) other than d_model / h:
+its attention has one head size for queries, keys and values.
 """
 
 import json
@@ -16,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from keras_transformer.checks import received
 from keras_transformer.tokenization import BOS_ID
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16", "float32")
@@ -96,10 +98,15 @@ def transformer_spec(model, tokenizer):
         # A batch norm at inference is a fixed per-feature affine map; CTranslate2's
         # layer norm always normalizes each token, and the residual stream carries
         # the map's output, so no weight of the spec can absorb it.
-        raise ValueError(
-            "CTranslate2 cannot represent this model: its Transformer has layer norms only. "
-            f"Received: normalization={config.normalization!r}; export it as a SavedModel "
-            "(export_saved_model) instead."
+        raise _unrepresentable(
+            "its Transformer has layer norms only", normalization=config.normalization
+        )
+    if config.key_dim not in (None, config.head_dim):
+        # Its attention spec has one `head_dim` for queries, keys and values (and
+        # splits the fused projections into equal parts), so d_k must equal d_v.
+        raise _unrepresentable(
+            f"its attention heads have d_k = d_v = hidden_dim / num_heads = {config.head_dim}",
+            key_dim=config.key_dim,
         )
     ctranslate2 = import_ctranslate2()
     specs = ctranslate2.specs
@@ -150,6 +157,13 @@ def transformer_spec(model, tokenizer):
     spec.config.decoder_start_token = pieces[BOS_ID]
     spec.validate()
     return spec
+
+
+def _unrepresentable(reason, **setting):
+    return ValueError(
+        f"CTranslate2 cannot represent this model: {reason}. {received(setting)}; "
+        "export it as a SavedModel (export_saved_model) instead."
+    )
 
 
 class _Weights:

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_transformer.checks import check_fraction, check_heads
+from keras_transformer.checks import check_fraction, check_heads, check_key_dim
 from keras_transformer.layers.cache import write_positions
 from keras_transformer.layers.initializers import clone_initializer
 
@@ -24,10 +24,12 @@ class MultiHeadAttention(keras.layers.Layer):
     XLA the new position is also written in place; eager PyTorch's
     `slice_update` copies the buffer). `call` projects, updates the cache,
     calls `_attend` (the attention maths, which subclasses may replace) and
-    merges the heads.
+    merges the heads. `key_dim` sets d_k, the depth of queries and keys
+    (Table 3, row B): their projections are then `(D, h * d_k)` and their
+    heads `(B, h, T, d_k)`, while values keep d_v = d.
 
     Cached decoding takes two forms; a cache is a pair `(keys, values)`,
-    each `(B, h, Tk, d)`.
+    `(B, h, Tk, d_k)` and `(B, h, Tk, d)`.
 
     - self-attention: the pair is a fixed-size `T_max` buffer; the keys and
       values of the new positions are written into it at
@@ -64,6 +66,9 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: bool. Biases in the four projections. Default True.
         kernel_initializer: initializer for the projections, cloned for each
             so that they start independent. Default "glorot_uniform".
+        key_dim: int. d_k, the size of each head's queries and keys, which
+            sets the scale 1 / sqrt(d_k) (Table 3, row B); values keep
+            d = D / h. Default None: d.
 
     Call arguments:
         query: `(B*K, Tq, D)`; K = 1 unless a cross-attention cache of B
@@ -72,7 +77,8 @@ class MultiHeadAttention(keras.layers.Layer):
             `query` for self-attention). Unused for cross-attention with a cache.
         attention_mask: bool `(B, Tq, Tk)`, see above, or `(B, K, Tq, Tk)`
             with K query rows per cached sentence. Optional.
-        cache: optional `(keys, values)`, each `(B, h, Tk, d)`, see above.
+        cache: optional `(keys, values)`, `(B, h, Tk, d_k)` and `(B, h, Tk, d)`,
+            see above.
         cache_update_index: optional int scalar, where the new keys go.
         return_attention_scores: bool. Also return the `(B*K, h, Tq, Tk)`
             attention probabilities.
@@ -99,22 +105,27 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout=0.0,
         use_bias=True,
         kernel_initializer="glorot_uniform",
+        key_dim=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_heads(hidden_dim, num_heads)
         check_fraction(dropout=dropout)
+        check_key_dim(key_dim)
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
+        self.key_dim = key_dim
         self.head_dim = hidden_dim // num_heads
+        # d_k, the depth of each head's queries and keys.
+        self.key_head_dim = self.head_dim if key_dim is None else key_dim
         self.dropout = dropout
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, query_shape=None, value_shape=None):
-        def projection(name):
+        def projection(name, units=self.hidden_dim):
             dense = keras.layers.Dense(
-                self.hidden_dim,
+                units,
                 use_bias=self.use_bias,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
@@ -123,17 +134,18 @@ class MultiHeadAttention(keras.layers.Layer):
             dense.build((None, None, self.hidden_dim))
             return dense
 
-        self.query_dense = projection("query")
-        self.key_dense = projection("key")
+        # (B, T, D) -> (B, T, h * d_k), which is (B, T, D) unless key_dim is set
+        self.query_dense = projection("query", self.num_heads * self.key_head_dim)
+        self.key_dense = projection("key", self.num_heads * self.key_head_dim)
         self.value_dense = projection("value")
         self.output_dense = projection("attention_output")
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def _split_heads(self, x):
-        # (B, T, D) -> (B, T, h, d) -> (B, h, T, d)
+    def _split_heads(self, x, depth):
+        # (B, T, h * depth) -> (B, T, h, depth) -> (B, h, T, depth)
         shape = ops.shape(x)
-        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_dim))
+        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, depth))
         return ops.transpose(x, (0, 2, 1, 3))
 
     def _merge_heads(self, x):
@@ -143,8 +155,13 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.reshape(x, (shape[0], shape[1], self.hidden_dim))
 
     def compute_cache(self, value):
-        """Keys and values of `value` for reuse: `(B, Tk, D)` -> a pair of `(B, h, Tk, d)`."""
-        return self._split_heads(self.key_dense(value)), self._split_heads(self.value_dense(value))
+        """Keys and values of `value` for reuse.
+
+        `(B, Tk, D)` -> keys `(B, h, Tk, d_k)` and values `(B, h, Tk, d)`;
+        d_k is `key_dim`, or d = D / h when that is None.
+        """
+        keys = self._split_heads(self.key_dense(value), self.key_head_dim)
+        return keys, self._split_heads(self.value_dense(value), self.head_dim)
 
     def call(
         self,
@@ -156,8 +173,8 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        # (B*K, Tq, D) -> (B*K, h, Tq, d)
-        query_heads = self._split_heads(self.query_dense(query))
+        # (B*K, Tq, D) -> (B*K, h, Tq, d_k)
+        query_heads = self._split_heads(self.query_dense(query), self.key_head_dim)
         if cache is None:
             keys, values = self.compute_cache(value)
         elif cache_update_index is None:
@@ -194,8 +211,9 @@ class MultiHeadAttention(keras.layers.Layer):
         them in training, and let K query rows read one sentence's keys.
 
         Args:
-            query: `(B*K, h, Tq, d)`, K rows per sentence of `keys`.
-            keys, values: `(B, h, Tk, d)`.
+            query: `(B*K, h, Tq, d_k)`, K rows per sentence of `keys`.
+            keys: `(B, h, Tk, d_k)`.
+            values: `(B, h, Tk, d)`.
             mask: bool `(B or 1, Tq, Tk)`, the same for the K rows of a
                 sentence, or `(B, K, Tq, Tk)`, one per row; or None.
             shared_keys: bool. Keys and values come from a cache, which K
@@ -208,23 +226,25 @@ class MultiHeadAttention(keras.layers.Layer):
             probabilities (None unless `return_scores`).
         """
         dropping = training and self.dropout > 0
-        if not (shared_keys or return_scores or dropping) and _fused_kernel_supports(query.dtype):
+        fused = _fused_kernel_supports(query.dtype, self.key_head_dim, self.head_dim)
+        if not (shared_keys or return_scores or dropping) and fused:
             # (B, h, T, d) -> (B, T, h, d), the kernel's layout, and back; its
-            # softmax is float32 for half-precision inputs on every backend.
+            # softmax is float32 for half-precision inputs on every backend,
+            # and its scale 1 / sqrt(d_k), d_k read from the queries.
             outputs = ops.dot_product_attention(
                 *(ops.transpose(x, (0, 2, 1, 3)) for x in (query, keys, values)),
                 mask=None if mask is None else mask[:, None],
             )
             return ops.transpose(outputs, (0, 2, 1, 3)), None
-        batch, heads, key_length, depth = ops.shape(keys)
+        batch, heads, key_length, key_depth = ops.shape(keys)
         query_length = ops.shape(query)[2]
-        # (B*K, h, Tq, d) -> (B, K, h, Tq, d) -> (B, h, K, Tq, d) -> (B, h, K*Tq, d):
+        # (B*K, h, Tq, d_k) -> (B, K, h, Tq, d_k) -> (B, h, K, Tq, d_k) -> (B, h, K*Tq, d_k):
         # one plain batched product per sentence and head, which XLA runs
         # several times faster than the same product with K and Tq apart.
-        query = ops.reshape(query, (batch, -1, heads, query_length, depth))
-        query = ops.reshape(ops.transpose(query, (0, 2, 1, 3, 4)), (batch, heads, -1, depth))
+        query = ops.reshape(query, (batch, -1, heads, query_length, key_depth))
+        query = ops.reshape(ops.transpose(query, (0, 2, 1, 3, 4)), (batch, heads, -1, key_depth))
         # Scaled before the product, so half-precision logits stay in range.
-        query = query / ops.cast(math.sqrt(self.head_dim), query.dtype)
+        query = query / ops.cast(math.sqrt(self.key_head_dim), query.dtype)
         logits = ops.cast(ops.einsum("bhqd,bhsd->bhqs", query, keys), "float32")
         # (B, h, K*Tq, Tk) -> (B, h, K, Tq, Tk)
         logits = ops.reshape(logits, (batch, heads, -1, query_length, key_length))
@@ -240,7 +260,7 @@ class MultiHeadAttention(keras.layers.Layer):
         # (B, h, K*Tq, Tk) x (B, h, Tk, d) -> (B, h, K*Tq, d) -> (B, h, K, Tq, d)
         dropped = ops.reshape(dropped, (batch, heads, -1, key_length))
         outputs = ops.einsum("bhqs,bhsd->bhqd", dropped, values)
-        outputs = ops.reshape(outputs, (batch, heads, -1, query_length, depth))
+        outputs = ops.reshape(outputs, (batch, heads, -1, query_length, self.head_dim))
         scores = _rows_first(probabilities) if return_scores else None
         return _rows_first(outputs), scores
 
@@ -252,6 +272,7 @@ class MultiHeadAttention(keras.layers.Layer):
             **super().get_config(),
             "num_heads": self.num_heads,
             "hidden_dim": self.hidden_dim,
+            "key_dim": self.key_dim,
             "dropout": self.dropout,
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
@@ -264,11 +285,16 @@ def _rows_first(x):
     return ops.reshape(x, (-1, *ops.shape(x)[2:]))
 
 
-def _fused_kernel_supports(dtype):
-    """JAX on CPU: `jax.nn.dot_product_attention` asks XLA for float32 logits
-    from float16 operands (precision `F16_F16_F32`), which XLA's CPU dot
-    rejects; float16 attention there takes the explicit path instead."""
-    if keras.backend.backend() != "jax" or keras.backend.standardize_dtype(dtype) != "float16":
+def _fused_kernel_supports(dtype, key_depth, value_depth):
+    """JAX: `jax.nn.dot_product_attention` wants values as deep as the keys,
+    so d_k != d_v (`key_dim`) takes the explicit path; and on CPU it asks XLA
+    for float32 logits from float16 operands (precision `F16_F16_F32`), which
+    XLA's CPU dot rejects, so float16 attention there does too."""
+    if keras.backend.backend() != "jax":
+        return True
+    if key_depth != value_depth:
+        return False
+    if keras.backend.standardize_dtype(dtype) != "float16":
         return True
     import jax
 

@@ -23,18 +23,24 @@ def initialize_cache(decoder_layers, encoder_output, encoder_padding_mask, max_l
     """The cache for `max_length` (T_max) target positions and K beams per sentence.
 
     Returns:
-        The dict above: L pairs of zero `(B, h, T_max * K, d)` buffers, L
-        pairs of `(B, h, S, d)` encoder keys and values, the `(B, S)` mask,
+        The dict above: L pairs of zero `(B, h, T_max * K, d)` buffers (the
+        keys' `d_k` deep, the attention's `key_head_dim`), L pairs of
+        `(B, h, S, d)` encoder keys and values (keys `d_k`), the `(B, S)` mask,
         and with K > 1 "beam_slots", `(B*K, T_max)`, -1 where nothing is
         written yet.
     """
     batch_size = ops.shape(encoder_output)[0]
     cache = {"self_attention": [], "cross_attention": []}
     for layer in decoder_layers:
-        head_dim = layer.hidden_dim // layer.num_heads
-        shape = (batch_size, layer.num_heads, max_length * beam_size, head_dim)
+        attention = layer.self_attention
         cache["self_attention"].append(
-            tuple(ops.zeros(shape, dtype=encoder_output.dtype) for _ in "kv")
+            tuple(
+                ops.zeros(
+                    (batch_size, attention.num_heads, max_length * beam_size, depth),
+                    dtype=encoder_output.dtype,
+                )
+                for depth in (attention.key_head_dim, attention.head_dim)
+            )
         )
         cache["cross_attention"].append(layer.compute_cross_attention_cache(encoder_output))
     cache["encoder_padding_mask"] = encoder_padding_mask

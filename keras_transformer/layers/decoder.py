@@ -24,6 +24,7 @@ class TransformerDecoderLayer(TransformerLayer):
 
     Decoding one token at a time passes two caches (see `MultiHeadAttention`):
     the self-attention keys/values, a pair of `(B, h, T_max, d)` buffers
+    (the keys' `d_k` deep when `key_dim` is set; likewise below)
     updated at `self_attention_cache_update_index` and returned, and the
     cross-attention keys/values of the encoder output, a pair of
     `(B, h, S, d)` computed once by `compute_cross_attention_cache()`. The
@@ -44,7 +45,7 @@ class TransformerDecoderLayer(TransformerLayer):
     Args:
         hidden_dim, intermediate_dim, num_heads, dropout, attention_dropout,
         normalize_first, layer_norm_epsilon, normalization, activation,
-        kernel_initializer:
+        kernel_initializer, key_dim:
             as in `TransformerEncoderLayer`.
 
     Call arguments:

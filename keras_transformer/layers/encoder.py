@@ -34,6 +34,8 @@ class TransformerEncoderLayer(TransformerLayer):
         activation: feed-forward activation. Default "relu".
         kernel_initializer: initializer of every projection, cloned for each.
             Default "glorot_uniform".
+        key_dim: int. d_k, the size of each attention head's queries and
+            keys (Table 3, row B); values keep d = D / h. Default None: d.
 
     Call arguments:
         inputs: `(B, S, D)`.

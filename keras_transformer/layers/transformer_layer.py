@@ -5,7 +5,7 @@ builds their sublayers."""
 
 import keras
 
-from keras_transformer.checks import check_fraction, check_heads, check_positive
+from keras_transformer.checks import check_fraction, check_heads, check_key_dim, check_positive
 from keras_transformer.layers.initializers import clone_initializer
 from keras_transformer.layers.normalization import (
     check_normalization,
@@ -78,6 +78,7 @@ class TransformerLayer(keras.layers.Layer):
         normalization="layer",
         activation="relu",
         kernel_initializer="glorot_uniform",
+        key_dim=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +86,7 @@ class TransformerLayer(keras.layers.Layer):
         check_heads(hidden_dim, num_heads)
         check_fraction(dropout=dropout, attention_dropout=attention_dropout)
         check_normalization(normalization)
+        check_key_dim(key_dim)
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
         self.num_heads = num_heads
@@ -95,6 +97,7 @@ class TransformerLayer(keras.layers.Layer):
         self.normalization = normalization
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.key_dim = key_dim
 
     def _built(self, layer):
         layer.build((None, None, self.hidden_dim))
@@ -120,6 +123,7 @@ class TransformerLayer(keras.layers.Layer):
             name,
             num_heads=self.num_heads,
             hidden_dim=self.hidden_dim,
+            key_dim=self.key_dim,
             dropout=self.attention_dropout,
         )
 
@@ -170,6 +174,7 @@ class TransformerLayer(keras.layers.Layer):
             "normalize_first",
             "layer_norm_epsilon",
             "normalization",
+            "key_dim",
         )
         return {
             **super().get_config(),
