@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_transformer.checks import check_fraction, check_heads, check_key_dim
+from keras_transformer.layers.attention_masks import fused_kernel_supports, rows_first, visible
 from keras_transformer.layers.cache import write_positions
 from keras_transformer.layers.initializers import clone_initializer
 
@@ -189,7 +190,7 @@ class MultiHeadAttention(keras.layers.Layer):
             query_heads,
             keys,
             values,
-            _visible(attention_mask),
+            visible(attention_mask),
             shared_keys=cache is not None,
             return_scores=return_attention_scores,
             training=training,
@@ -226,7 +227,7 @@ class MultiHeadAttention(keras.layers.Layer):
             probabilities (None unless `return_scores`).
         """
         dropping = training and self.dropout > 0
-        fused = _fused_kernel_supports(query.dtype, self.key_head_dim, self.head_dim)
+        fused = fused_kernel_supports(query.dtype, self.key_head_dim, self.head_dim)
         if not (shared_keys or return_scores or dropping) and fused:
             # (B, h, T, d) -> (B, T, h, d), the kernel's layout, and back; its
             # softmax is float32 for half-precision inputs on every backend,
@@ -261,8 +262,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dropped = ops.reshape(dropped, (batch, heads, -1, key_length))
         outputs = ops.einsum("bhqs,bhsd->bhqd", dropped, values)
         outputs = ops.reshape(outputs, (batch, heads, -1, query_length, self.head_dim))
-        scores = _rows_first(probabilities) if return_scores else None
-        return _rows_first(outputs), scores
+        scores = rows_first(probabilities) if return_scores else None
+        return rows_first(outputs), scores
 
     def compute_output_shape(self, query_shape, value_shape=None, **kwargs):
         return query_shape
@@ -277,37 +278,3 @@ class MultiHeadAttention(keras.layers.Layer):
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
-
-
-def _rows_first(x):
-    # (B, h, K, Tq, X) -> (B, K, h, Tq, X) -> (B*K, h, Tq, X)
-    x = ops.transpose(x, (0, 2, 1, 3, 4))
-    return ops.reshape(x, (-1, *ops.shape(x)[2:]))
-
-
-def _fused_kernel_supports(dtype, key_depth, value_depth):
-    """JAX: `jax.nn.dot_product_attention` wants values as deep as the keys,
-    so d_k != d_v (`key_dim`) takes the explicit path; and on CPU it asks XLA
-    for float32 logits from float16 operands (precision `F16_F16_F32`), which
-    XLA's CPU dot rejects, so float16 attention there does too."""
-    if keras.backend.backend() != "jax":
-        return True
-    if key_depth != value_depth:
-        return False
-    if keras.backend.standardize_dtype(dtype) != "float16":
-        return True
-    import jax
-
-    return jax.default_backend() != "cpu"
-
-
-def _visible(attention_mask):
-    """The boolean mask, where a query with no visible key sees every key instead.
-
-    Such a query is padding; attending everywhere keeps its output and
-    gradients finite, and the loss never sees it.
-    """
-    if attention_mask is None:
-        return None
-    mask = ops.cast(attention_mask, "bool")
-    return ops.logical_or(mask, ops.logical_not(ops.any(mask, axis=-1, keepdims=True)))

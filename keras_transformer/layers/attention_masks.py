@@ -1,0 +1,40 @@
+"""Helpers of `MultiHeadAttention._attend`: the mask it applies, the layout of
+shared beam rows, and whether the backend's fused kernel takes the inputs.
+"""
+
+import keras
+from keras import ops
+
+
+def rows_first(x):
+    # (B, h, K, Tq, X) -> (B, K, h, Tq, X) -> (B*K, h, Tq, X)
+    x = ops.transpose(x, (0, 2, 1, 3, 4))
+    return ops.reshape(x, (-1, *ops.shape(x)[2:]))
+
+
+def fused_kernel_supports(dtype, key_depth, value_depth):
+    """JAX: `jax.nn.dot_product_attention` wants values as deep as the keys,
+    so d_k != d_v (`key_dim`) takes the explicit path; and on CPU it asks XLA
+    for float32 logits from float16 operands (precision `F16_F16_F32`), which
+    XLA's CPU dot rejects, so float16 attention there does too."""
+    if keras.backend.backend() != "jax":
+        return True
+    if key_depth != value_depth:
+        return False
+    if keras.backend.standardize_dtype(dtype) != "float16":
+        return True
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def visible(attention_mask):
+    """The boolean mask, where a query with no visible key sees every key instead.
+
+    Such a query is padding; attending everywhere keeps its output and
+    gradients finite, and the loss never sees it.
+    """
+    if attention_mask is None:
+        return None
+    mask = ops.cast(attention_mask, "bool")
+    return ops.logical_or(mask, ops.logical_not(ops.any(mask, axis=-1, keepdims=True)))
