@@ -56,7 +56,8 @@ def read_rows(run_folder):
 
 
 def summarize(run_folder):
-    result = json.load(open(os.path.join(run_folder, "result.json"), encoding="utf-8"))
+    with open(os.path.join(run_folder, "result.json"), encoding="utf-8") as file:
+        result = json.load(file)
     rows = read_rows(run_folder)
     validations = [row for row in rows if row["val_loss"] is not None]
     speeds = [row["tokens_per_s"] for row in rows if row["tokens_per_s"]]

@@ -70,6 +70,8 @@ class TransformerConfig(Record):
     # After the others, so that positional arguments keep their meaning.
     key_dim: int | None = None
 
+    ARCHITECTURE = "transformer"  # a class attribute, not a field (see ARCHITECTURES)
+
     def __post_init__(self):
         self._check_positive(
             "vocab_size", "hidden_dim", "intermediate_dim", "num_heads", "num_layers", "max_length"
@@ -152,6 +154,8 @@ class RecurrentConfig(Record):
     dropout: float = 0.1
     max_length: int = 256
 
+    ARCHITECTURE = "recurrent"
+
     def __post_init__(self):
         self._check_positive("vocab_size", "hidden_dim", "num_layers", "max_length")
         self._check_fraction("dropout")
@@ -164,7 +168,7 @@ class RecurrentConfig(Record):
 
 # The models a work directory can hold, by the `architecture` its config.json
 # names ("transformer" when it names none).
-ARCHITECTURES = {"transformer": TransformerConfig, "recurrent": RecurrentConfig}
+ARCHITECTURES = {kind.ARCHITECTURE: kind for kind in (TransformerConfig, RecurrentConfig)}
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

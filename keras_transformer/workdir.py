@@ -97,12 +97,12 @@ def model_config(values):
     return ARCHITECTURES[architecture].from_dict(values)
 
 
-def section_dict(name, record):
-    """A record as `config.json` holds it: the model section with its architecture."""
+def section_dict(name, record, named=False):
+    """A record as `config.json` holds it: the model section names its architecture
+    unless it is the Transformer (always, with `named`)."""
     values = record.to_dict()
-    if name == "model" and not isinstance(record, TransformerConfig):
-        kinds = {kind: architecture for architecture, kind in ARCHITECTURES.items()}
-        values = {"architecture": kinds[type(record)], **values}
+    if name == "model" and (named or record.ARCHITECTURE != TransformerConfig.ARCHITECTURE):
+        values = {"architecture": record.ARCHITECTURE, **values}
     return values
 
 
@@ -220,8 +220,8 @@ def differences(old, new):
     """`["section.field: old -> new", ...]` between two dicts of records."""
     lines = []
     for section in sorted(set(old) | set(new)):
-        before = section_dict(section, old[section]) if section in old else {}
-        after = section_dict(section, new[section]) if section in new else {}
+        before = section_dict(section, old[section], named=True) if section in old else {}
+        after = section_dict(section, new[section], named=True) if section in new else {}
         for field in sorted(set(before) | set(after)):
             if before.get(field) != after.get(field):
                 lines.append(f"{section}.{field}: {before.get(field)!r} -> {after.get(field)!r}")

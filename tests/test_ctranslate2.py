@@ -221,3 +221,12 @@ def test_key_dim_models_are_refused_naming_the_setting(tokenizer, tmp_path):
     # key_dim equal to D / h is the default model, which exports.
     same = kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size, key_dim=8)
     export_ctranslate2(kt.Translator(kt.build_transformer(same), tokenizer), str(tmp_path / "ok"))
+
+
+@runs_once
+def test_the_recurrent_baseline_is_refused_by_name(tokenizer, tmp_path):
+    config = kt.RecurrentConfig(tokenizer.vocab_size, hidden_dim=16, num_layers=1)
+    translator = kt.Translator(kt.RecurrentBaseline(config), tokenizer)
+    with pytest.raises(ValueError, match="takes a Transformer; received a RecurrentBaseline"):
+        export_ctranslate2(translator, str(tmp_path / "ct2"))
+    assert not (tmp_path / "ct2").exists()

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from keras_transformer.checks import received
+from keras_transformer.config import TransformerConfig
 from keras_transformer.tokenization import BOS_ID
 
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16", "float32")
@@ -89,7 +90,7 @@ def _model_tokenizer_decoding(translator_or_workdir):
 def transformer_spec(model, tokenizer):
     """Our `Transformer`'s weights as a `ctranslate2.specs.TransformerSpec` (not yet saved)."""
     config = model.config
-    if not hasattr(config, "normalization"):  # the recurrent baseline
+    if not isinstance(config, TransformerConfig):  # the recurrent baseline
         raise ValueError(
             f"CTranslate2 export takes a Transformer; received a {type(model).__name__} "
             f"({type(config).__name__}). Export it as a SavedModel (export_saved_model) instead."
