@@ -25,6 +25,29 @@ def add_step_arguments(parser, steps=20, warmup=3):
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps (compilation)")
 
 
+def parse_experiment_args(description, runs_help, argv=None):
+    """`--runs` (a quality.py task folder), `--out` and `--smoke` of the experiment scripts."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", help=runs_help)
+    parser.add_argument("--out", default=os.path.join("runs", "experiments"))
+    parser.add_argument("--smoke", action="store_true", help="tiny models trained here: seconds")
+    args = parser.parse_args(argv)
+    if not args.smoke and not args.runs:
+        parser.error("--runs is required (or --smoke)")
+    return args
+
+
+def quality_smoke_runs(out, runs, *options):
+    """quality.py's `--smoke` runs of `runs` on Multi30k en-de, in `out`; their task folder."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality.py")
+    command = [sys.executable, script, "--smoke", "--tasks", "multi30k-en-de",
+               "--runs", ",".join(runs), *options, "--out", out]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(out, "multi30k-en-de")
+
+
 def cpu_model():
     """The CPU's model name, which benchmarks print beside their figures."""
     try:

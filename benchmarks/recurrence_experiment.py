@@ -21,30 +21,19 @@ Writes `recurrence.md`, `.json` and `recurrence_curves.png` to `--out`.
     python benchmarks/recurrence_experiment.py --smoke   # seconds: tiny models, the test runs it
 """
 
-import argparse
 import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import cpu_model, plot_panels, print_table  # noqa: E402
+from harness import cpu_model, parse_experiment_args, plot_panels, print_table, quality_smoke_runs  # noqa: E402
+
+RUNS_HELP = "quality.py's task folder, holding ours/ and lstm/"
 
 MODELS = {"ours": "Transformer small", "lstm": "LSTM + attention"}
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", help="quality.py's task folder, holding ours/ and lstm/")
-    parser.add_argument("--out", default=os.path.join("runs", "experiments"))
-    parser.add_argument("--smoke", action="store_true", help="tiny models trained here: seconds")
-    args = parser.parse_args(argv)
-    if not args.smoke and not args.runs:
-        parser.error("--runs is required (or --smoke)")
-    return args
 
 
 def read_rows(run_folder):
@@ -105,20 +94,14 @@ def write_tables(results, path):
         file.write(f"CPU: {results['cpu']}\n\n" + "\n".join(lines) + "\n")
 
 
-def smoke_runs(out):
-    """quality.py's `--smoke` runs of ours and lstm, in `out`; their task folder."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality.py")
-    command = [sys.executable, script, "--smoke", "--tasks", "multi30k-en-de",
-               "--runs", ",".join(MODELS), "--validate-every", "1", "--out", out]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return os.path.join(out, "multi30k-en-de")
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_experiment_args(__doc__.splitlines()[0], RUNS_HELP, argv)
     os.makedirs(args.out, exist_ok=True)
     # The smoke runs stay in --out, so that a test can look at quality.py's files too.
-    folder = smoke_runs(os.path.join(args.out, "smoke-runs")) if args.smoke else args.runs
+    smoke_out = os.path.join(args.out, "smoke-runs")
+    folder = (
+        quality_smoke_runs(smoke_out, MODELS, "--validate-every", "1") if args.smoke else args.runs
+    )
     missing = [name for name in MODELS
                if not os.path.isfile(os.path.join(folder, name, "result.json"))]  # fmt: skip
     if missing:

@@ -10,6 +10,20 @@ from helpers import runs_once
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_experiment(name, *args, timeout=600):
+    """benchmarks/`name` with `args` on the PyTorch backend; asserts that it succeeded."""
+    script = os.path.join(REPOSITORY, "benchmarks", name)
+    result = subprocess.run(
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "torch"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 @runs_once
 def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
     script = os.path.join(REPOSITORY, "benchmarks", "layer_timing.py")
@@ -33,16 +47,8 @@ def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
 
 @runs_once
 def test_normalization_experiment_smoke_measures_batch_dependence_and_statistics(tmp_path):
-    script = os.path.join(REPOSITORY, "benchmarks", "normalization_experiment.py")
-    result = subprocess.run(
-        [sys.executable, script, "--smoke", "--variants", "batch-norm,masked-batch-norm",
-         "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "torch"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_experiment("normalization_experiment.py", "--smoke", "--variants",
+                   "batch-norm,masked-batch-norm", "--out", str(tmp_path))  # fmt: skip
     measured = json.loads((tmp_path / "normalization.json").read_text())["variants"]
     assert set(measured) == {"batch-norm", "masked-batch-norm"}
     for variant in measured.values():
@@ -79,15 +85,7 @@ def test_scaling_smoke_measures_one_and_two_pinned_jax_processes():
 @runs_once
 def test_recurrence_smoke_trains_ours_and_the_lstm_alike_through_quality(tmp_path):
     """recurrence_experiment.py --smoke runs quality.py --smoke for both, then compares them."""
-    script = os.path.join(REPOSITORY, "benchmarks", "recurrence_experiment.py")
-    result = subprocess.run(
-        [sys.executable, script, "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "torch"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_experiment("recurrence_experiment.py", "--smoke", "--out", str(tmp_path))
     task = tmp_path / "smoke-runs" / "multi30k-en-de"
     model = json.loads((task / "lstm" / "workdir" / "config.json").read_text())["model"]
     assert model["architecture"] == "recurrent" and model["hidden_dim"] == 32
@@ -106,3 +104,28 @@ def test_recurrence_smoke_trains_ours_and_the_lstm_alike_through_quality(tmp_pat
     assert measured["lstm"]["parameters"] != measured["ours"]["parameters"]
     assert (tmp_path / "recurrence_curves.png").stat().st_size > 10_000
     assert "| LSTM + attention |" in (tmp_path / "recurrence.md").read_text()
+
+
+@runs_once
+def test_table3_smoke_sets_runs_beside_the_papers_rows(tmp_path):
+    """table3_experiment.py --smoke trains ours and key-16 through quality.py, then compares."""
+    run_experiment("table3_experiment.py", "--smoke", "--out", str(tmp_path))
+    task = tmp_path / "smoke-runs" / "multi30k-en-de"
+    model = json.loads((task / "key-16" / "workdir" / "config.json").read_text())["model"]
+    assert model["key_dim"] == 16
+    measured = json.loads((tmp_path / "table3.json").read_text())
+    rows = {row["run"]: row for row in measured["rows"]}
+    assert measured["steps"] == 2 and "key-16" not in measured["missing"]
+    for run in ("ours", "key-16"):
+        stored = json.loads((task / run / "result.json").read_text())
+        history = (task / run / "workdir" / "logs" / "history.csv").read_text().splitlines()
+        header, last = history[0].split(","), history[-1].split(",")
+        assert rows[run]["test_bleu"] == stored["bleu"]
+        assert rows[run]["params_m"] == stored["parameters"] / 1e6
+        assert rows[run]["val_ppl"] == float(last[header.index("val_perplexity")])
+    for key, measure in (("delta_bleu", "test_bleu"), ("delta_ppl", "val_ppl")):
+        assert rows["key-16"][key] == rows["key-16"][measure] - rows["ours"][measure]
+    assert rows["key-16"]["paper_delta_bleu"] == -0.7  # 25.1 against base's 25.8
+    assert "test_bleu" not in rows["heads-1"]  # not trained in the smoke run
+    assert (tmp_path / "table3.png").stat().st_size > 10_000
+    assert "| B | d_k=16 |" in (tmp_path / "table3.md").read_text()
