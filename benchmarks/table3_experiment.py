@@ -92,13 +92,13 @@ def compare(folder):
             "paper_ppl": paper_ppl, "paper_bleu": paper_bleu,
             "paper_params_m": paper_params or PAPER_BASE[3],
             "paper_delta_bleu": round(paper_bleu - PAPER_BASE[2], 2),
-            "paper_delta_ppl": round(paper_ppl - PAPER_BASE[1], 2),
+            "paper_ppl_change_pct": round(100 * (paper_ppl / PAPER_BASE[1] - 1), 1),
             **({} if values is None else {
                 "params_m": values["parameters"] / 1e6,
                 "val_ppl": values["val_perplexity"],
                 "test_bleu": values["test_bleu"],
                 "delta_bleu": values["test_bleu"] - ours["test_bleu"],
-                "delta_ppl": values["val_perplexity"] - ours["val_perplexity"],
+                "ppl_change_pct": 100 * (values["val_perplexity"] / ours["val_perplexity"] - 1),
             }),
         })  # fmt: skip
     return {"steps": steps.pop(), "rows": rows,
@@ -118,7 +118,7 @@ def write_table(results, path):
     def cell(key, value):
         if value is None:
             return "not run"
-        if key.startswith("delta") or key.startswith("paper_delta"):
+        if "delta" in key:
             return f"{value:+.2f}"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -131,7 +131,7 @@ def write_table(results, path):
 
 
 def plot(rows, path):
-    """ΔBLEU and Δperplexity of each variation against its own baseline, ours beside the paper's."""
+    """Each variation's BLEU and perplexity changes against its baseline: ours, the paper's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,11 +141,13 @@ def plot(rows, path):
     labels = [f"({row['row']}) {row['change']}" for row in rows]
     positions = range(len(rows))
     figure, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(rows) + 1.6), sharey=True)
-    for axis, key, title in ((axes[0], "bleu", "BLEU change"),
-                             (axes[1], "ppl", "valid perplexity change")):  # fmt: skip
-        axis.barh([p + 0.2 for p in positions], [row[f"delta_{key}"] for row in rows],
+    # Perplexity in per cent: ours, early in training, is ten times the paper's.
+    panels = ((axes[0], "delta_bleu", "BLEU change (points)"),
+              (axes[1], "ppl_change_pct", "valid perplexity change (%)"))  # fmt: skip
+    for axis, key, title in panels:
+        axis.barh([p + 0.2 for p in positions], [row[key] for row in rows],
                   height=0.4, label="ours (small)")  # fmt: skip
-        axis.barh([p - 0.2 for p in positions], [row[f"paper_delta_{key}"] for row in rows],
+        axis.barh([p - 0.2 for p in positions], [row[f"paper_{key}"] for row in rows],
                   height=0.4, label="paper (base)")  # fmt: skip
         axis.axvline(0, color="black", linewidth=0.8)
         axis.set_title(title)

@@ -123,9 +123,11 @@ def test_table3_smoke_sets_runs_beside_the_papers_rows(tmp_path):
         assert rows[run]["test_bleu"] == stored["bleu"]
         assert rows[run]["params_m"] == stored["parameters"] / 1e6
         assert rows[run]["val_ppl"] == float(last[header.index("val_perplexity")])
-    for key, measure in (("delta_bleu", "test_bleu"), ("delta_ppl", "val_ppl")):
-        assert rows["key-16"][key] == rows["key-16"][measure] - rows["ours"][measure]
-    assert rows["key-16"]["paper_delta_bleu"] == -0.7  # 25.1 against base's 25.8
+    key_16, ours = rows["key-16"], rows["ours"]
+    assert key_16["delta_bleu"] == key_16["test_bleu"] - ours["test_bleu"]
+    assert abs(key_16["ppl_change_pct"] - 100 * (key_16["val_ppl"] / ours["val_ppl"] - 1)) < 1e-9
+    assert key_16["paper_delta_bleu"] == -0.7  # 25.1 against base's 25.8
+    assert key_16["paper_ppl_change_pct"] == 4.9  # 5.16 against base's 4.92
     assert "test_bleu" not in rows["heads-1"]  # not trained in the smoke run
     assert (tmp_path / "table3.png").stat().st_size > 10_000
     assert "| B | d_k=16 |" in (tmp_path / "table3.md").read_text()
