@@ -151,6 +151,8 @@ def train(
     scope = multiprocess.scope() if cluster else data_parallel(replicas)
     with scope:  # the model is built, resumed and fit on the replicas
         model = _resumed_model(configs, directory, jit_compile)
+        if multiprocess.is_chief():
+            workdir.drop_rows_after(directory, optimizer_step(model))
         run = _Run(
             model, directory, tokenizer, corpus, valid_dataset,
             valid_sample=list(valid_pairs or [])[:validation_sample],

@@ -153,6 +153,35 @@ def append_row(csv_path, row, columns):
         writer.writerow(["" if row.get(name) is None else float(row[name]) for name in columns])
 
 
+def drop_rows_after(directory, step):
+    """Drops the log rows (`history.csv`, `steps.csv`) of steps after `step`.
+
+    A resumed run replays the steps after its checkpoint; the rows a killed
+    run logged for them describe training that was thrown away, and would
+    repeat in the learning curve and in the minutes counted before. (What
+    TensorBoard's `purge_step` does for its events.)
+    """
+    for name in (HISTORY, STEPS):
+        csv_path = path(directory, name)
+        if not os.path.isfile(csv_path):
+            continue
+        with open(csv_path, encoding="utf-8", newline="") as file:
+            rows = list(csv.reader(file))
+        if not rows or "step" not in rows[0]:
+            continue
+        column = rows[0].index("step")
+        kept = [rows[0]] + [row for row in rows[1:] if not _after(row, column, step)]
+        if len(kept) < len(rows):
+            with atomic_write(csv_path) as temporary:
+                with open(temporary, "w", encoding="utf-8", newline="") as file:
+                    csv.writer(file).writerows(kept)
+
+
+def _after(row, column, step):
+    value = _number(row[column]) if column < len(row) else None
+    return value is not None and value > step
+
+
 def read_history(history_csv):
     """A `CSVLogger` file as a list of rows `{column: float or None}`.
 

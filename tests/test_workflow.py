@@ -201,6 +201,20 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     process.wait()
     reached = workdir.checkpoints(str(work))[-1][0]
     assert reached < steps and not (work / "model.keras").exists()
+    # As if the killed run had logged a step after its last checkpoint: the
+    # resumed run replays that step, and the stale row must not stay.
+    history, whole_history = (
+        work / "logs" / "history.csv",
+        tmp_path / "whole" / "logs" / "history.csv",
+    )
+    header, first = whole_history.read_text().splitlines()[:2]
+    stale = first.split(",")
+    stale[header.split(",").index("step")] = str(reached + 1)
+    if not history.exists() or not history.read_text():  # Keras opens it empty
+        history.parent.mkdir(exist_ok=True)
+        history.write_text(header + "\n")
+    with open(history, "a") as file:
+        file.write(",".join(stale) + "\n")
 
     resumed = subprocess.run(
         [*command, *train_arguments(corpus, work, steps)], env=env, capture_output=True, text=True
@@ -208,6 +222,8 @@ def test_a_killed_run_resumes_where_it_stopped(corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(step {reached})" in resumed.stdout
     assert workdir.checkpoints(str(work))[-1][0] == steps
+    logged = [row["step"] for row in workdir.read_history(str(history))]
+    assert logged == [row["step"] for row in workdir.read_history(str(whole_history))]
     # Same seed, same data order, dropout 0: the very same model.
     resumed_weights = weights(str(work / "model.keras"))
     whole_weights = weights(str(tmp_path / "whole" / "model.keras"))
