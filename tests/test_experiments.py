@@ -25,16 +25,10 @@ def run_experiment(name, *args, timeout=600):
 
 
 @runs_once
-def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
-    script = os.path.join(REPOSITORY, "benchmarks", "layer_timing.py")
-    result = subprocess.run(
-        [sys.executable, script, "--smoke", "--backend", "torch", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_table1_experiment_smoke_writes_its_table_and_figure(tmp_path):
+    # Through the experiments' index, which runs benchmarks/layer_timing.py.
+    result = run_experiment("experiments.py", "table1", "--smoke", "--out", str(tmp_path))
+    assert "layer_timing.py --smoke" in result.stdout
     measured = json.loads((tmp_path / "table1.json").read_text())
     assert measured["lengths"] == [4, 8, 16]
     assert set(measured["results"]) == {"self-attention", "recurrent", "convolution"}
@@ -43,6 +37,26 @@ def test_layer_timing_smoke_writes_its_table_and_figure(tmp_path):
     table = (tmp_path / "table1.md").read_text().splitlines()
     assert sum(line.startswith("| ") for line in table) == 4  # the header and three layers
     assert (tmp_path / "table1.png").stat().st_size > 10_000
+
+
+@runs_once
+def test_each_experiment_analyses_the_runs_it_trains():
+    sys.path.insert(0, os.path.join(REPOSITORY, "benchmarks"))
+    import experiments
+    import quality
+
+    for name in experiments.EXPERIMENTS:
+        found = experiments.commands(name, "out")
+        trained = [command for command in found if command[1].endswith("quality.py")]
+        for command in trained:
+            runs = command[command.index("--runs") + 1].split(",")
+            assert set(runs) <= set(quality.RUNS), (name, runs)
+        analysis = [command for command in found if not command[1].endswith("quality.py")]
+        assert found and len(analysis) <= 1, name
+        if analysis and trained:
+            (command,) = trained
+            folder = os.path.join(command[command.index("--out") + 1], "multi30k-en-de")
+            assert analysis[0][analysis[0].index("--runs") + 1] == folder, name
 
 
 @runs_once
