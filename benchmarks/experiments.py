@@ -75,7 +75,7 @@ EXPERIMENTS = {
     ),
     "table3": Experiment(
         "Table 3 rows (A)-(E) at 300 equal steps, beside the paper's",
-        "about 2 hours for the twelve runs",
+        "about 1 hour 40 minutes for the twelve runs",
         trains={
             "": quality(
                 "--steps",
