@@ -20,6 +20,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import table3_experiment  # noqa: E402  (its rows name the runs)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK = "multi30k-en-de"
 
@@ -65,7 +69,7 @@ EXPERIMENTS = {
                 f"training.learning_rate_scale={scale}",
             )
             for scale in ("1.0", "4.0")
-        },  # fmt: skip
+        },
     ),
     "recurrence": Experiment(
         "Self-attention against an LSTM with attention at equal wall-clock (15 minutes each)",
@@ -83,10 +87,9 @@ EXPERIMENTS = {
                 "--average-last",
                 "1",
                 "--runs",
-                "ours,heads-1,heads-8,heads-16,key-32,key-16,layers-2,ffn-2048,"
-                "no-dropout,dropout-0.3,no-smoothing,learned-positions",
+                ",".join(run for _, run, _, _ in table3_experiment.ROWS),
             ),
-        },  # fmt: skip
+        },
         analysis="table3_experiment.py",
     ),
 }
@@ -111,9 +114,15 @@ def commands(name, out, smoke=False):
     if experiment.analysis:
         reads = ("--runs", os.path.join(runs, TASK)) if experiment.trains else ()
         found.append(
-            [python, os.path.join(HERE, experiment.analysis), *reads,
-             *experiment.analysis_args, "--out", out]
-        )  # fmt: skip
+            [
+                python,
+                os.path.join(HERE, experiment.analysis),
+                *reads,
+                *experiment.analysis_args,
+                "--out",
+                out,
+            ]
+        )
     return found
 
 
