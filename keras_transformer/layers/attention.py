@@ -227,7 +227,7 @@ class MultiHeadAttention(keras.layers.Layer):
             probabilities (None unless `return_scores`).
         """
         dropping = training and self.dropout > 0
-        fused = fused_kernel_supports(query.dtype, self.key_head_dim, self.head_dim)
+        fused = fused_kernel_supports(query, self.key_head_dim, self.head_dim)
         if not (shared_keys or return_scores or dropping) and fused:
             # (B, h, T, d) -> (B, T, h, d), the kernel's layout, and back; its
             # softmax is float32 for half-precision inputs on every backend,

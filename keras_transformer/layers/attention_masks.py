@@ -12,20 +12,36 @@ def rows_first(x):
     return ops.reshape(x, (-1, *ops.shape(x)[2:]))
 
 
-def fused_kernel_supports(dtype, key_depth, value_depth):
-    """JAX: `jax.nn.dot_product_attention` wants values as deep as the keys,
-    so d_k != d_v (`key_dim`) takes the explicit path; and on CPU it asks XLA
+def fused_kernel_supports(query, key_depth, value_depth):
+    """Whether `ops.dot_product_attention` takes these queries (and is the faster path).
+
+    JAX: `jax.nn.dot_product_attention` wants values as deep as the keys, so
+    d_k != d_v (`key_dim`) takes the explicit path; and on CPU it asks XLA
     for float32 logits from float16 operands (precision `F16_F16_F32`), which
-    XLA's CPU dot rejects, so float16 attention there does too."""
-    if keras.backend.backend() != "jax":
+    XLA's CPU dot rejects, so float16 attention there does too.
+
+    PyTorch on a CPU: the fused kernel's backward pass in bfloat16 or float16
+    is several times slower than in float32 (at `small`, a quarter of the
+    training step's time outside the matrix products), where the explicit
+    products run at the half-precision speed of the rest; half-precision
+    attention there takes the explicit path (docs/precision.md).
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return query.device.type != "cpu" or not _half(query.dtype)
+    if backend != "jax":
         return True
     if key_depth != value_depth:
         return False
-    if keras.backend.standardize_dtype(dtype) != "float16":
+    if keras.backend.standardize_dtype(query.dtype) != "float16":
         return True
     import jax
 
     return jax.default_backend() != "cpu"
+
+
+def _half(dtype):
+    return keras.backend.standardize_dtype(dtype) in ("bfloat16", "float16")
 
 
 def visible(attention_mask):
