@@ -20,11 +20,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 import table3_experiment  # noqa: E402  (its rows name the runs)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 TASK = "multi30k-en-de"
 
 
