@@ -10,7 +10,9 @@ peak resident memory is its own:
 - `savedmodel-portable`, `savedmodel-xla`: the TF Serving export, run in
   TensorFlow's session loader (`kt.load_translator`);
 - `ct2-float32`, `ct2-int8`: `export_ctranslate2` with that quantization, run
-  by `CTranslate2Translator` with `--threads` intra-op threads.
+  by `CTranslate2Translator`, one batch at a time with `--threads` threads;
+- `ct2-float32-parallel`, `ct2-int8-parallel`: the same exports, `--threads`
+  batches at a time with one thread each (`inter_threads`, `intra_threads=1`).
 
 The ONNX export holds the forward pass, not the search, so ONNX Runtime is
 measured where it applies, in a second table: the teacher-forced forward
@@ -47,6 +49,8 @@ PEERS = {
     "savedmodel-xla": "tensorflow",
     "ct2-float32": "jax",
     "ct2-int8": "jax",
+    "ct2-float32-parallel": "jax",
+    "ct2-int8-parallel": "jax",
 }
 IN_PROCESS = ("translator-tensorflow", "translator-jax")
 
@@ -59,7 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--reference", default="multi30k/test2016.de")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--beam-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2, help="CTranslate2 intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CTranslate2's and ONNX Runtime's CPU threads"
+    )
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated")
     parser.add_argument(
         "--forward-peers", default=",".join(FORWARD_PEERS), help="comma-separated; '' for none"
@@ -74,9 +80,15 @@ def make_translator(peer, args, scratch):
     if peer.startswith("ct2-"):
         from keras_transformer.ctranslate2 import CTranslate2Translator, export_ctranslate2
 
-        out = os.path.join(scratch, peer)
-        export_ctranslate2(args.workdir, out, quantization=peer.split("-", 1)[1])
-        return CTranslate2Translator(out, beam_size=args.beam_size, intra_threads=args.threads)
+        quantization = peer.split("-")[1]
+        out = os.path.join(scratch, f"ct2-{quantization}")
+        if not os.path.isdir(out):  # the parallel peer reuses the export
+            export_ctranslate2(args.workdir, out, quantization=quantization)
+        if peer.endswith("-parallel"):
+            threads = {"inter_threads": args.threads, "intra_threads": 1}
+        else:
+            threads = {"intra_threads": args.threads}
+        return CTranslate2Translator(out, beam_size=args.beam_size, **threads)
     if peer.startswith("savedmodel-"):
         version = kt.export_saved_model(
             args.workdir, os.path.join(scratch, peer), jit_compile=peer.endswith("xla")

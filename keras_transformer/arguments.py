@@ -232,3 +232,16 @@ def decoding_arguments(sub):
         "--length-penalty", type=float, help="default: config.json's decoding.length_penalty"
     )
     sub.add_argument("--batch-size", type=int, default=64, help="sentences per search")
+    sub.add_argument(
+        "--inter-threads",
+        type=int,
+        metavar="N",
+        help="a CTranslate2 export: batches translated at once (default 1; for throughput, "
+        "the number of cores with --intra-threads 1)",
+    )
+    sub.add_argument(
+        "--intra-threads",
+        type=int,
+        metavar="N",
+        help="a CTranslate2 export: threads per batch (default: CTranslate2's choice)",
+    )

@@ -13,8 +13,12 @@ def translator_for(args):
     """The translator `--workdir` or `--model` names, with the decoding flags applied."""
     overrides = {"beam_size": args.beam_size, "length_penalty": args.length_penalty}
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    threads = {"inter_threads": args.inter_threads, "intra_threads": args.intra_threads}
+    threads = {key: value for key, value in threads.items() if value is not None}
     if args.model and os.path.isdir(args.model):
-        return _export_translator(args.model, overrides)
+        return _export_translator(args.model, overrides, threads, args.batch_size)
+    if threads:
+        raise ValueError(_only_ctranslate2(threads))
     import keras
 
     from keras_transformer.config import DecodingConfig
@@ -41,13 +45,20 @@ def translator_for(args):
     )
 
 
-def _export_translator(path, overrides):
+def _only_ctranslate2(threads):
+    flags = ", ".join("--" + key.replace("_", "-") for key in threads)
+    return f"{flags}: only a CTranslate2 export (--model DIR) takes thread counts"
+
+
+def _export_translator(path, overrides, threads, batch_size):
     """A SavedModel (its search fixed at export) or a CTranslate2 directory."""
     from keras_transformer.ctranslate2 import DECODING_FILE, CTranslate2Translator
     from keras_transformer.serving import load_translator
 
     if os.path.isfile(os.path.join(path, DECODING_FILE)):
-        return CTranslate2Translator(path, **overrides)
+        return CTranslate2Translator(path, batch_size=batch_size, **overrides, **threads)
+    if threads:
+        raise ValueError(f"{path}: {_only_ctranslate2(threads)}")
     if overrides:
         raise ValueError(
             f"{path}: a SavedModel's beam size and length penalty are fixed at export; "

@@ -160,6 +160,14 @@ def test_each_sentence_keeps_its_own_cap_in_a_batch_of_many_lengths(
     alone = CTranslate2Translator(theirs.path, batch_size=1).search(source_ids)
     assert [ids for ids, _ in exported] == [ids for ids, _ in alone]
     np.testing.assert_allclose([s for _, s in exported], [s for _, s in alone], atol=1e-4)
+    # Two workers of one thread, small batches finishing out of order: each result
+    # still lands on its own sentence, and progress counts up to every sentence.
+    parallel = CTranslate2Translator(theirs.path, batch_size=3, inter_threads=2, intra_threads=1)
+    counts = []
+    in_parallel = parallel.search(source_ids, progress=lambda done, total: counts.append(done))
+    assert [ids for ids, _ in in_parallel] == [ids for ids, _ in alone]
+    np.testing.assert_allclose([s for _, s in in_parallel], [s for _, s in alone], atol=1e-4)
+    assert counts == sorted(counts) and counts[-1] == len(source_ids) and len(counts) > 10
     caps = [len(ids) + 2 for ids in source_ids]
     assert all(len(ids) <= cap for (ids, _), cap in zip(exported, caps, strict=True))
     assert sum(ids[-1:] != [kt.EOS_ID] for ids, _ in exported) >= 50  # cut at their cap
@@ -181,6 +189,20 @@ def test_int8_keeps_the_accuracy_within_two_points(trained, tokenizer, test_pair
     assert float32 > 0.5 and abs(float32 - int8) <= 0.02, (float32, int8)
 
 
+@runs_once
+def test_a_translator_leaves_the_callers_thread_count_alone(tokenizer, tmp_path):
+    # PyTorch's intra-op threads are this thread's OpenMP threads, which
+    # ctranslate2.Translator sets to its intra_threads where it is made.
+    torch = pytest.importorskip("torch", reason="the torch extra")
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("one CPU thread: nothing to lower")
+    model = kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size))
+    out = export_ctranslate2(kt.Translator(model, tokenizer), str(tmp_path / "ct2"))
+    CTranslate2Translator(out, intra_threads=1, inter_threads=2).translate(["one two"])
+    assert torch.get_num_threads() == before
+
+
 def test_bad_requests_are_refused_and_nothing_is_overwritten(tokenizer, tmp_path):
     model = kt.build_transformer(kt.TransformerConfig.tiny(vocab_size=tokenizer.vocab_size))
     translator = kt.Translator(model, tokenizer)
@@ -197,6 +219,10 @@ def test_bad_requests_are_refused_and_nothing_is_overwritten(tokenizer, tmp_path
         export_ctranslate2(str(tmp_path / "no-workdir"), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match=DECODING_FILE):
         CTranslate2Translator(str(existing))
+    with pytest.raises(ValueError, match="inter_threads must be a positive integer.*=0"):
+        CTranslate2Translator(str(existing), inter_threads=0)
+    with pytest.raises(ValueError, match="intra_threads must be a positive integer.*=-1"):
+        CTranslate2Translator(str(existing), intra_threads=-1)
 
 
 @runs_once

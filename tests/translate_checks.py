@@ -35,7 +35,13 @@ def check_model_paths_and_n_best(main, work, export, source, tmp_path, no_jit, c
     assert (ct2 / "model.bin").is_file()
     by_ct2 = translate("--model", ct2, "--beam-size", 2, name="ct2.hyp")
     assert sum(a != b for a, b in zip(by_ct2, by_workdir, strict=True)) <= 1, (by_ct2, by_workdir)
+    assert translate("--model", ct2, "--beam-size", 2, "--batch-size", 2, "--inter-threads", 2,
+                     "--intra-threads", 1, name="ct2-parallel.hyp") == by_ct2  # fmt: skip
     capsys.readouterr()
+    assert main("translate", "--model", export, "--inter-threads", 2, "--input", source) == 2
+    assert "--inter-threads: only a CTranslate2 export" in capsys.readouterr().err
+    assert main("translate", "--workdir", work, "--intra-threads", 1, "--input", source) == 2
+    assert "--intra-threads: only a CTranslate2 export" in capsys.readouterr().err
     assert main("export", "--workdir", work, "--out", ct2, "--format", "ctranslate2") == 2
     assert "exists" in capsys.readouterr().err
     assert main("export", "--workdir", work, "--out", tmp_path / "q", "--format", "ctranslate2",

@@ -1,8 +1,11 @@
 """Translating with a CTranslate2 export through the `Translator` interface."""
 
+import collections
 import json
 import os
+import threading
 
+from keras_transformer.checks import check_positive_integer
 from keras_transformer.ctranslate2.convert import DECODING_FILE, TOKENIZER_FILE, import_ctranslate2
 from keras_transformer.decoding.translator import TextTranslator, encode_truncated
 from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -32,6 +35,10 @@ class CTranslate2Translator(TextTranslator):
         compute_type: str. CTranslate2's compute type ("default" runs the
             stored quantization).
         intra_threads: int. Threads per translation (0: CTranslate2's default).
+        inter_threads: int. Batches translated at once, each by its own
+            `intra_threads` threads. For throughput on a CPU, one thread per
+            translation and as many translations as cores is fastest
+            (`inter_threads=os.cpu_count(), intra_threads=1`; docs/inference.md).
     """
 
     def __init__(
@@ -43,7 +50,11 @@ class CTranslate2Translator(TextTranslator):
         batch_size=64,
         compute_type="default",
         intra_threads=0,
+        inter_threads=1,
     ):
+        check_positive_integer(batch_size=batch_size, inter_threads=inter_threads)
+        if intra_threads != 0:  # 0: CTranslate2's default
+            check_positive_integer(intra_threads=intra_threads)
         ctranslate2 = import_ctranslate2()
         settings_path = os.path.join(path, DECODING_FILE)
         if not os.path.isfile(settings_path):
@@ -63,8 +74,14 @@ class CTranslate2Translator(TextTranslator):
             settings["max_extra_length"] if max_extra_length is None else max_extra_length
         )
         self.batch_size = batch_size
-        self._translator = ctranslate2.Translator(
-            path, device="cpu", compute_type=compute_type, intra_threads=intra_threads
+        self.inter_threads = inter_threads
+        self._translator = _in_own_thread(
+            ctranslate2.Translator,
+            path,
+            device="cpu",
+            compute_type=compute_type,
+            intra_threads=intra_threads,
+            inter_threads=inter_threads,
         )
         self._pieces = [self.tokenizer.id_to_piece(i) for i in range(self.tokenizer.vocab_size)]
         self._ids = {piece: i for i, piece in enumerate(self._pieces)}
@@ -95,28 +112,42 @@ class CTranslate2Translator(TextTranslator):
         results = [[([], 0.0)] for _ in source_ids]
         todo = sorted((i for i, row in enumerate(source_ids) if len(row) > 1),
                       key=lambda i: len(source_ids[i]))  # fmt: skip
-        done = 0
+        # Batches are submitted ahead (a few per worker), so `inter_threads`
+        # workers translate at once; results are taken back in order.
+        pending, done = collections.deque(), 0
         for chunk in _same_length_chunks(todo, source_ids, self.batch_size):
-            # The cap of every sentence in the chunk: input length + max_extra_length (§6.1).
-            cap = min(len(source_ids[chunk[0]]) + self.max_extra_length, self.max_length)
-            batch = self._translator.translate_batch(
-                [[self._pieces[t] for t in source_ids[i][:-1]] for i in chunk],
-                beam_size=self.beam_size,
-                num_hypotheses=self.beam_size,
-                length_penalty=0.0,  # raw log-probabilities; GNMT's penalty below
-                return_scores=True,
-                return_end_token=True,
-                suppress_sequences=self._never,
-                min_decoding_length=0,  # EOS may come first, as in our search
-                max_input_length=0,
-                max_decoding_length=cap,
-            )
-            for i, result in zip(chunk, batch, strict=True):
-                results[i] = self._ranked(result)
-            done += len(chunk)
-            if progress:
-                progress(done, len(todo))
+            pending.append((chunk, self._submit(chunk, source_ids)))
+            if len(pending) > 2 * self.inter_threads:
+                done = self._collect(*pending.popleft(), results, done, len(todo), progress)
+        while pending:
+            done = self._collect(*pending.popleft(), results, done, len(todo), progress)
         return [row[0] for row in results] if n is None else [row[:n] for row in results]
+
+    def _submit(self, chunk, source_ids):
+        """Starts searching `chunk` (inputs of one length); returns its async results."""
+        # The cap of every sentence in the chunk: input length + max_extra_length (§6.1).
+        cap = min(len(source_ids[chunk[0]]) + self.max_extra_length, self.max_length)
+        return self._translator.translate_batch(
+            [[self._pieces[t] for t in source_ids[i][:-1]] for i in chunk],
+            beam_size=self.beam_size,
+            num_hypotheses=self.beam_size,
+            length_penalty=0.0,  # raw log-probabilities; GNMT's penalty below
+            return_scores=True,
+            return_end_token=True,
+            suppress_sequences=self._never,
+            min_decoding_length=0,  # EOS may come first, as in our search
+            max_input_length=0,
+            max_decoding_length=cap,
+            asynchronous=True,
+        )
+
+    def _collect(self, chunk, batch, results, done, total, progress):
+        """Waits for `chunk`'s results, ranks them into `results`; returns the count done."""
+        for i, result in zip(chunk, batch, strict=True):
+            results[i] = self._ranked(result.result())
+        if progress:
+            progress(done + len(chunk), total)
+        return done + len(chunk)
 
     def _ranked(self, result):
         """The hypotheses by log p(Y) / lp(Y), best first, with those scores.
@@ -131,6 +162,29 @@ class CTranslate2Translator(TextTranslator):
             ranked.append((pieces[-1:] == eos, score, [self._ids[piece] for piece in pieces]))
         ranked.sort(key=lambda entry: entry[:2], reverse=True)
         return [(ids, float(score)) for _, score, ids in ranked]
+
+
+def _in_own_thread(function, *args, **kwargs):
+    """`function(*args, **kwargs)`, called in a thread of its own.
+
+    `ctranslate2.Translator` sets its calling thread's OpenMP thread count to
+    `intra_threads`; called here, it leaves the caller's alone (PyTorch's
+    threads, for one, would otherwise drop to 1 with `intra_threads=1`).
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as error:  # re-raised in the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _same_length_chunks(order, ids, batch_size):
