@@ -236,8 +236,9 @@ def decoding_arguments(sub):
         "--inter-threads",
         type=int,
         metavar="N",
-        help="a CTranslate2 export: batches translated at once (default 1; for throughput, "
-        "the number of cores with --intra-threads 1)",
+        help="batches searched at once (default: 2 for a work directory or .keras file; 1 "
+        "for a CTranslate2 export, where the number of cores with --intra-threads 1 is "
+        "fastest); not for a SavedModel",
     )
     sub.add_argument(
         "--intra-threads",

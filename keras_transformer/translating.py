@@ -17,8 +17,8 @@ def translator_for(args):
     threads = {key: value for key, value in threads.items() if value is not None}
     if args.model and os.path.isdir(args.model):
         return _export_translator(args.model, overrides, threads, args.batch_size)
-    if threads:
-        raise ValueError(_only_ctranslate2(threads))
+    if args.intra_threads is not None:
+        raise ValueError("--intra-threads: only a CTranslate2 export (--model DIR) takes it")
     import keras
 
     from keras_transformer.config import DecodingConfig
@@ -42,12 +42,8 @@ def translator_for(args):
         batch_size=args.batch_size,
         jit_compile=not args.no_jit,
         **overrides,
+        **{key: value for key, value in threads.items() if key == "inter_threads"},
     )
-
-
-def _only_ctranslate2(threads):
-    flags = ", ".join("--" + key.replace("_", "-") for key in threads)
-    return f"{flags}: only a CTranslate2 export (--model DIR) takes thread counts"
 
 
 def _export_translator(path, overrides, threads, batch_size):
@@ -58,7 +54,8 @@ def _export_translator(path, overrides, threads, batch_size):
     if os.path.isfile(os.path.join(path, DECODING_FILE)):
         return CTranslate2Translator(path, batch_size=batch_size, **overrides, **threads)
     if threads:
-        raise ValueError(f"{path}: {_only_ctranslate2(threads)}")
+        flags = ", ".join("--" + key.replace("_", "-") for key in threads)
+        raise ValueError(f"{path}: a SavedModel's search runs in its own session; drop {flags}")
     if overrides:
         raise ValueError(
             f"{path}: a SavedModel's beam size and length penalty are fixed at export; "

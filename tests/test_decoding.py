@@ -61,6 +61,8 @@ def test_translator_takes_a_decoding_config_and_its_validation():
         kt.Translator(model, None, 4)
     with pytest.raises(ValueError, match="batch_size must be a positive integer.*0"):
         kt.Translator(model, None, batch_size=0)
+    with pytest.raises(ValueError, match="inter_threads must be a positive integer.*=0"):
+        kt.Translator(model, None, inter_threads=0)
 
 
 @pytest.mark.parametrize("beam_size", [1, 2])
@@ -200,6 +202,28 @@ def test_translator_batched_equals_one_at_a_time(model, tokenizer, corpus):
     alone = [translator.translate([text])[0] for text in texts]
     assert together == alone
     assert len(scores) == 5 and all(np.isfinite(scores))
+
+
+def test_batches_searched_at_once_keep_every_result_in_its_place(model, tokenizer, corpus):
+    texts = [source for source, _ in corpus[:12]]
+    assert len({len(ids) for ids in tokenizer.encode(texts)}) >= 3
+
+    def run(inter_threads):
+        translator = kt.Translator(
+            model, tokenizer, beam_size=2, max_extra_length=6, batch_size=2,
+            inter_threads=inter_threads,
+        )  # fmt: skip
+        counts = []
+        n_best = translator.translate_n_best(texts, 2, lambda done, total: counts.append(done))
+        return n_best, counts
+
+    (one, one_counts), (three, three_counts) = run(1), run(3)
+    texts_of = lambda n_best: [[text for text, _ in row] for row in n_best]  # noqa: E731
+    assert texts_of(three) == texts_of(one)
+    np.testing.assert_allclose(
+        [score for row in three for _, score in row], [score for row in one for _, score in row]
+    )
+    assert three_counts == one_counts == [2, 4, 6, 8, 10, 12]
 
 
 def test_translator_edge_inputs(model, tokenizer, corpus, caplog, tmp_path):

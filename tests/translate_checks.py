@@ -17,6 +17,11 @@ def check_model_paths_and_n_best(main, work, export, source, tmp_path, no_jit, c
         return lines(output)
 
     by_workdir = translate("--workdir", work, "--beam-size", 2, name="workdir.hyp")
+    # Batches of 2, one or three searched at once: the same lines in the same order.
+    assert translate("--workdir", work, "--beam-size", 2, "--batch-size", 2, "--inter-threads", 3,
+                     name="inter3.hyp") == translate(
+        "--workdir", work, "--beam-size", 2, "--batch-size", 2, "--inter-threads", 1,
+        name="inter1.hyp")  # fmt: skip
     # The work directory's model.keras, its tokenizer.model found beside it.
     assert translate("--model", work / "model.keras", "--beam-size", 2, name="keras.hyp") == (
         by_workdir
@@ -39,7 +44,7 @@ def check_model_paths_and_n_best(main, work, export, source, tmp_path, no_jit, c
                      "--intra-threads", 1, name="ct2-parallel.hyp") == by_ct2  # fmt: skip
     capsys.readouterr()
     assert main("translate", "--model", export, "--inter-threads", 2, "--input", source) == 2
-    assert "--inter-threads: only a CTranslate2 export" in capsys.readouterr().err
+    assert "drop --inter-threads" in capsys.readouterr().err
     assert main("translate", "--workdir", work, "--intra-threads", 1, "--input", source) == 2
     assert "--intra-threads: only a CTranslate2 export" in capsys.readouterr().err
     assert main("export", "--workdir", work, "--out", ct2, "--format", "ctranslate2") == 2

@@ -1,13 +1,13 @@
 """Translating with a CTranslate2 export through the `Translator` interface."""
 
-import collections
+import functools
 import json
 import os
 import threading
 
 from keras_transformer.checks import check_positive_integer
 from keras_transformer.ctranslate2.convert import DECODING_FILE, TOKENIZER_FILE, import_ctranslate2
-from keras_transformer.decoding.translator import TextTranslator, encode_truncated
+from keras_transformer.decoding.translator import TextTranslator, encode_truncated, in_order
 from keras_transformer.tokenization import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
@@ -114,13 +114,15 @@ class CTranslate2Translator(TextTranslator):
                       key=lambda i: len(source_ids[i]))  # fmt: skip
         # Batches are submitted ahead (a few per worker), so `inter_threads`
         # workers translate at once; results are taken back in order.
-        pending, done = collections.deque(), 0
-        for chunk in _same_length_chunks(todo, source_ids, self.batch_size):
-            pending.append((chunk, self._submit(chunk, source_ids)))
-            if len(pending) > 2 * self.inter_threads:
-                done = self._collect(*pending.popleft(), results, done, len(todo), progress)
-        while pending:
-            done = self._collect(*pending.popleft(), results, done, len(todo), progress)
+        chunks = _same_length_chunks(todo, source_ids, self.batch_size)
+        submit = functools.partial(self._submit, source_ids=source_ids)
+        done = 0
+        for chunk, batch in in_order(submit, chunks, 2 * self.inter_threads):
+            for i, result in zip(chunk, batch, strict=True):
+                results[i] = self._ranked(result.result())
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
         return [row[0] for row in results] if n is None else [row[:n] for row in results]
 
     def _submit(self, chunk, source_ids):
@@ -140,14 +142,6 @@ class CTranslate2Translator(TextTranslator):
             max_decoding_length=cap,
             asynchronous=True,
         )
-
-    def _collect(self, chunk, batch, results, done, total, progress):
-        """Waits for `chunk`'s results, ranks them into `results`; returns the count done."""
-        for i, result in zip(chunk, batch, strict=True):
-            results[i] = self._ranked(result.result())
-        if progress:
-            progress(done + len(chunk), total)
-        return done + len(chunk)
 
     def _ranked(self, result):
         """The hypotheses by log p(Y) / lp(Y), best first, with those scores.
