@@ -42,7 +42,7 @@ def translator_for(args):
         batch_size=args.batch_size,
         jit_compile=not args.no_jit,
         **overrides,
-        **{key: value for key, value in threads.items() if key == "inter_threads"},
+        **threads,  # --inter-threads only: --intra-threads was refused above
     )
 
 

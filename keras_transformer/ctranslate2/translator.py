@@ -3,7 +3,7 @@
 import functools
 import json
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from keras_transformer.checks import check_positive_integer
 from keras_transformer.ctranslate2.convert import DECODING_FILE, TOKENIZER_FILE, import_ctranslate2
@@ -159,26 +159,14 @@ class CTranslate2Translator(TextTranslator):
 
 
 def _in_own_thread(function, *args, **kwargs):
-    """`function(*args, **kwargs)`, called in a thread of its own.
+    """`function(*args, **kwargs)`, called in a thread of its own (its error re-raised here).
 
     `ctranslate2.Translator` sets its calling thread's OpenMP thread count to
     `intra_threads`; called here, it leaves the caller's alone (PyTorch's
     threads, for one, would otherwise drop to 1 with `intra_threads=1`).
     """
-    outcome = {}
-
-    def call():
-        try:
-            outcome["value"] = function(*args, **kwargs)
-        except BaseException as error:  # re-raised in the caller
-            outcome["error"] = error
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def _same_length_chunks(order, ids, batch_size):
