@@ -25,6 +25,10 @@ then compares its fastest run of each precision with its fastest float32 run.
 The header names the CPU and its bf16 instructions (AVX512-BF16, AMX-BF16),
 which decide whether bfloat16 can pay.
 
+Every peer first keeps freed memory for reuse, as the command line does
+(`kt.reuse_freed_memory()`: no fresh pages for PyTorch's tensors and XLA's
+buffers each step); `--allocator system` leaves glibc's defaults.
+
 Step times on a shared CPU drift by about 10% from run to run. With
 `--repeats R` every peer runs R times, the rounds interleaved (each round in a
 rotated order), and the table gives each peer's median and its range; a
@@ -70,6 +74,13 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--xla", default="on", help="'on', 'off' or 'on,off': jit_compile of ours on TensorFlow"
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=("reuse", "system"),
+        default="reuse",
+        help="'reuse': every peer keeps freed memory, as the CLI does (reuse_freed_memory); "
+        "'system': glibc's defaults",
     )
     parser.add_argument("--worker", nargs=2, metavar=("PEER", "BACKEND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -313,6 +324,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         peer, _ = args.worker
+        if args.allocator == "reuse":
+            if peer == "torch_native":  # the package without Keras, which this peer does not load
+                os.environ["KERAS_TRANSFORMER_DEFER_API"] = "1"
+            from keras_transformer.allocator import reuse_freed_memory
+
+            reuse_freed_memory()
         report(torch_worker(args) if peer == "torch_native" else keras_worker(peer, args))
         return
     forwarded = [
@@ -345,7 +362,7 @@ def main(argv=None):
         f"\nTraining throughput: V={args.vocab_size} D={args.hidden_dim} F={args.intermediate_dim} "
         f"h={args.num_heads} L={args.num_layers}+{args.num_layers}, batch {args.batch_size} x "
         f"{args.length} tokens, {args.steps} timed steps, {args.repeats} round(s), "
-        f"{os.cpu_count()} CPU cores\n{cpu_description()}"
+        f"{os.cpu_count()} CPU cores, allocator {args.allocator}\n{cpu_description()}"
     )
     print_table(
         rows,

@@ -6,6 +6,7 @@ metric and schedule class, so that `keras.saving.load_model` can read a
 """
 
 from keras_transformer import decoding, layers, workdir
+from keras_transformer.allocator import reuse_freed_memory
 from keras_transformer.config import DecodingConfig, TrainingConfig, TransformerConfig
 from keras_transformer.decoding import Translator
 from keras_transformer.losses import LabelSmoothedCrossEntropy
@@ -39,5 +40,6 @@ __all__ = [
     "create_optimizer",
     "decoding",
     "layers",
+    "reuse_freed_memory",
     "workdir",
 ]

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 
+from keras_transformer import allocator
 from keras_transformer.arguments import build_parser
 
 
@@ -37,6 +38,8 @@ def main(argv=None):
         status = _use_backend(args.backend, argv)
         if status is not None:
             return status
+        # Large tensors reuse freed memory instead of faulting in new pages (allocator.py).
+        allocator.reuse_freed_memory()
         # Keras, and every class a .keras file names, registered before a command reads one.
         from keras_transformer import api, commands  # noqa: F401
 
