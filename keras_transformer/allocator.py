@@ -1,18 +1,19 @@
 """Freed memory kept for reuse: no page faults for large tensors on Linux.
 
 glibc's malloc serves every block above its mmap threshold (128 KiB, raised
-on the fly up to 32 MiB) with fresh pages from the kernel and gives them
-back on free. PyTorch on a CPU takes every tensor from malloc, so a training
-step that makes `(B, T, V)` logits of 64 MiB (and their gradients) faults
-in new pages for each of them, every step: on a 2-core host a float32
-`x * 0.5` over such a tensor took 28 ms, and 3.3 ms with the memory kept.
-TensorFlow's oneDNN kernels take their memory from TensorFlow's own
-caching allocator, and XLA plans its buffers, so they gain nothing and lose
-nothing by it.
+on the fly up to 32 MiB), and every block over 64 MiB that a thread other
+than the main one asks for, with fresh pages from the kernel, and gives
+them back on free. PyTorch on a CPU takes every tensor from malloc, and
+XLA on JAX takes its per-step buffer (640 MiB at `small`) in a worker
+thread, so each training step faults in new pages: 96,000 a step on
+PyTorch and 163,000 on JAX at `small`, on a 2-core host where a float32
+`x * 0.5` over `(64, 32, 8000)` logits took 28 ms, and 3.3 ms with the
+memory kept. TensorFlow's oneDNN kernels take their memory from
+TensorFlow's own caching allocator: it neither gains nor loses.
 
 The setting belongs to the process, not to a model: the command line makes
-it at start-up, and a program that trains on PyTorch calls
-`reuse_freed_memory()` once, first.
+it at start-up, and a program that trains on PyTorch or JAX calls
+`reuse_freed_memory()` once, first (docs/precision.md has the figures).
 """
 
 import ctypes
@@ -31,7 +32,8 @@ def reuse_freed_memory(largest_block=2**30):
     Blocks below `largest_block` come from the heap instead of fresh
     mappings, and freed memory stays with the process for the next tensor
     instead of going back to the kernel: the resident memory stays at its
-    peak (measured: 20 to 40 MiB above it on a `small` training run).
+    peak, which it exceeds by what fragmentation costs (measured over 40
+    `small` training steps of two shapes: 240 to 260 MiB).
 
     Args:
         largest_block: int. Bytes; at most 2**31 - 1. Default 1 GiB.
