@@ -54,7 +54,7 @@ def test_a_bad_block_size_is_refused():
 
 
 @runs_once
-def test_the_command_line_keeps_freed_memory(monkeypatch, capsys):
+def test_the_command_line_keeps_freed_memory(monkeypatch):
     calls = []
     monkeypatch.setattr(allocator, "reuse_freed_memory", lambda: calls.append(True))
     assert cli.main(["presets", "--vocab-size", "100"]) == 0
