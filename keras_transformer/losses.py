@@ -84,36 +84,62 @@ def token_cross_entropy(y_true, y_pred, label_smoothing=0.0, ignore_id=PAD_ID):
     """
     y_true = ops.cast(y_true, "int32")
     logits = ops.cast(y_pred, "float32")
-    # -log p(v) = logsumexp(z) - z_v. Under XLA (TensorFlow, JAX) logsumexp
-    # fuses and no (B, T, V) log-probabilities are kept (a log-softmax makes
-    # the JAX step 7% slower). Eager PyTorch runs logsumexp as several passes
-    # over the logits, forward and backward, where its fused log-softmax
-    # kernel is one (the step 8% faster); then z is log p and logsumexp(z) = 0.
     if keras.backend.backend() == "torch":
-        logits = ops.log_softmax(logits, axis=-1)
-        log_normalizer = 0.0
+        # Eager PyTorch: its fused log-softmax kernel is one pass over the
+        # logits forward and one backward, and a gather reads the labels.
+        log_probs = ops.log_softmax(logits, axis=-1)
+        label_log_probs = ops.take_along_axis(log_probs, y_true[..., None], axis=-1)
+        losses = -ops.squeeze(label_log_probs, axis=-1)
+        if label_smoothing:
+            losses = (1.0 - label_smoothing) * losses - label_smoothing * ops.mean(
+                log_probs, axis=-1
+            )
     else:
-        log_normalizer = ops.logsumexp(logits, axis=-1)
-    label_logits = _label_logits(logits, y_true)
-    losses = log_normalizer - label_logits
-    if label_smoothing:
-        # (1 - eps) * -log p(y) + eps * mean_v(-log p(v))
-        losses = log_normalizer - (
-            (1.0 - label_smoothing) * label_logits + label_smoothing * ops.mean(logits, axis=-1)
-        )
+        losses = _smoothed_cross_entropy(logits, y_true, label_smoothing)
     mask = ops.cast(ops.not_equal(y_true, ignore_id), "float32")
     return losses, mask
 
 
-def _label_logits(logits, labels):
-    """`(B, T, V)`, `(B, T)` -> `(B, T)`: each label's logit.
+def _smoothed_cross_entropy(logits, labels, label_smoothing):
+    """`(B, T, V)` float32 logits, `(B, T)` labels -> `(B, T)` smoothed cross-entropy.
 
-    Under XLA (TensorFlow, JAX) a one-hot product fuses into one pass and has
-    a dense gradient, where a gather's gradient is a scatter, slow on CPUs
-    (20% of a training step on JAX). Eager PyTorch would materialise the
-    one-hot tensor instead, so there the gather is faster.
+    Per token, with q = (1 - eps) one_hot(y) + eps / V,
+
+        loss = logsumexp(z) - (1 - eps) z_y - eps mean_v(z_v)
+        d loss / dz = softmax(z) - q
+
+    The gradient is written out rather than left to autodiff, which on
+    TensorFlow without XLA runs a dozen separate passes over the `(B, T, V)`
+    logits (a broadcast, a one-hot product, their gradients) and under XLA
+    (TensorFlow, JAX) fuses less well. At `base` (V 37,000, 4,096 tokens) the
+    loss's forward and backward passes take 0.6x to 0.7x the time, and a
+    TensorFlow bfloat16 training step without XLA 0.91x. The label's logit
+    is gathered forward; backward, a one-hot product, since a gather's own
+    gradient would be a scatter, slow on CPUs.
     """
-    if keras.backend.backend() == "torch":
-        return ops.squeeze(ops.take_along_axis(logits, labels[..., None], axis=-1), axis=-1)
-    one_hot = ops.one_hot(labels, ops.shape(logits)[-1], dtype=logits.dtype)
-    return ops.sum(logits * one_hot, axis=-1)
+    vocab_size = ops.shape(logits)[-1]
+    smoothing = label_smoothing
+
+    @ops.custom_gradient
+    def cross_entropy(logits):
+        # z - max(z): the max cancels out of the loss, and exp cannot overflow.
+        shifted = logits - ops.max(logits, axis=-1, keepdims=True)
+        exp = ops.exp(shifted)
+        total = ops.sum(exp, axis=-1, keepdims=True)
+        label_logits = ops.take_along_axis(shifted, labels[..., None], axis=-1)
+        losses = ops.squeeze(ops.log(total) - (1.0 - smoothing) * label_logits, axis=-1)
+        if smoothing:
+            losses = losses - smoothing * ops.mean(shifted, axis=-1)
+
+        def gradient(*args, upstream=None):
+            # TensorFlow and JAX pass the upstream gradient, PyTorch names it.
+            upstream = (args[0] if upstream is None else upstream)[..., None]
+            grad = exp * (upstream / total)
+            if smoothing:
+                grad = grad - upstream * (smoothing / vocab_size)
+            one_hot = ops.one_hot(labels, vocab_size, dtype=grad.dtype)
+            return grad - one_hot * ((1.0 - smoothing) * upstream)
+
+        return losses, gradient
+
+    return cross_entropy(logits)
