@@ -118,7 +118,6 @@ def _smoothed_cross_entropy(logits, labels, label_smoothing):
     gradient would be a scatter, slow on CPUs.
     """
     vocab_size = ops.shape(logits)[-1]
-    smoothing = label_smoothing
 
     @ops.custom_gradient
     def cross_entropy(logits):
@@ -127,18 +126,17 @@ def _smoothed_cross_entropy(logits, labels, label_smoothing):
         exp = ops.exp(shifted)
         total = ops.sum(exp, axis=-1, keepdims=True)
         label_logits = ops.take_along_axis(shifted, labels[..., None], axis=-1)
-        losses = ops.squeeze(ops.log(total) - (1.0 - smoothing) * label_logits, axis=-1)
-        if smoothing:
-            losses = losses - smoothing * ops.mean(shifted, axis=-1)
+        losses = ops.squeeze(ops.log(total) - (1.0 - label_smoothing) * label_logits, axis=-1)
+        if label_smoothing:
+            losses = losses - label_smoothing * ops.mean(shifted, axis=-1)
 
-        def gradient(*args, upstream=None):
-            # TensorFlow and JAX pass the upstream gradient, PyTorch names it.
-            upstream = (args[0] if upstream is None else upstream)[..., None]
+        def gradient(upstream):  # as TensorFlow and JAX call it (this path is not PyTorch's)
+            upstream = upstream[..., None]
             grad = exp * (upstream / total)
-            if smoothing:
-                grad = grad - upstream * (smoothing / vocab_size)
+            if label_smoothing:
+                grad = grad - upstream * (label_smoothing / vocab_size)
             one_hot = ops.one_hot(labels, vocab_size, dtype=grad.dtype)
-            return grad - one_hot * ((1.0 - smoothing) * upstream)
+            return grad - one_hot * ((1.0 - label_smoothing) * upstream)
 
         return losses, gradient
 
