@@ -19,6 +19,12 @@ sentence decodes to its length cap, so the work is fixed):
 Only public API that both checkouts share is used.
 
     python benchmarks/before_after.py --before /tmp/before [--backends jax,tensorflow,torch]
+
+`--precision mixed_bfloat16` measures another dtype policy, `--allocator
+reuse` keeps freed memory first (`kt.reuse_freed_memory()`), as the command
+line does; the model-size flags measure other sizes (`base`: `--vocab-size
+37000 --hidden-dim 512 --intermediate-dim 2048 --num-heads 8 --num-layers 6
+--batch-size 128`).
 """
 
 import argparse
@@ -47,6 +53,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--measures", default="train,decode", help="what to measure: train, decode or both"
     )
+    parser.add_argument("--precision", default="float32", help="the Keras dtype policy")
+    parser.add_argument(
+        "--allocator",
+        choices=("system", "reuse"),
+        default="system",
+        help="'reuse': each process first keeps freed memory, as the CLI does",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -57,13 +70,15 @@ def worker(args):
 
     import keras_transformer as kt
 
+    if args.allocator == "reuse":
+        kt.reuse_freed_memory()
     keras.utils.set_random_seed(0)
     config = kt.TransformerConfig.small(
         vocab_size=args.vocab_size, hidden_dim=args.hidden_dim,
         intermediate_dim=args.intermediate_dim, num_heads=args.num_heads,
         num_layers=args.num_layers, max_length=args.length + args.extra,
     )  # fmt: skip
-    model = kt.build_transformer(config)
+    model = kt.build_transformer(config, dtype=args.precision)
     kt.compile_model(model, kt.TrainingConfig(warmup_steps=100))
     rng = np.random.default_rng(0)
     shape = (args.batch_size, args.length)
@@ -135,7 +150,9 @@ def main(argv=None):
                          f"{spread['after'][0]:.0f}-{spread['after'][1]:.0f}",
             })  # fmt: skip
     print(
-        f"\nsmall preset V={args.vocab_size}, batch {args.batch_size} x {args.length} tokens, "
+        f"\n{args.precision}, allocator {args.allocator}: "
+        f"V={args.vocab_size} D={args.hidden_dim} F={args.intermediate_dim} h={args.num_heads} "
+        f"L={args.num_layers}+{args.num_layers}, batch {args.batch_size} x {args.length} tokens, "
         f"beam 4 on {args.decode_batch} x {args.length} -> +{args.extra}; medians of "
         f"{args.repeats} processes per checkout; {os.cpu_count()} CPU cores"
     )

@@ -31,9 +31,10 @@ print(*faults)
 """
 
 
-def faults_on_reuse(mode):
+def faults_counted(script, *args):
+    """The fault counts a script prints, run in a process of its own."""
     result = subprocess.run(
-        [sys.executable, "-c", FAULTS_ON_REUSE, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
     )
     return [int(count) for count in result.stdout.split()]
 
@@ -42,9 +43,39 @@ def faults_on_reuse(mode):
 @pytest.mark.skipif(allocator._glibc() is None, reason="malloc is not glibc's here")
 def test_a_freed_block_is_reused_without_page_faults():
     # glibc alone maps 128 MiB afresh each time: 32,768 faults in 4 KiB pages, 64 in huge pages.
-    system, reused = faults_on_reuse("system"), faults_on_reuse("reuse")
+    system, reused = (
+        faults_counted(FAULTS_ON_REUSE, "system"),
+        faults_counted(FAULTS_ON_REUSE, "reuse"),
+    )
     for thread, before, after in zip(("main", "other"), system, reused, strict=True):
         assert after < before / 10, (thread, before, after)
+
+
+# Page faults taken by touching 1.2 GiB again after it and a 1 GiB block
+# were freed together. Both ways glibc hands memory back are covered: a block
+# above an mmap threshold (1 GiB, the largest this module once kept) is
+# unmapped on free, and a free heap top of 2.2 GiB exceeds the largest trim
+# threshold mallopt takes (2 GiB).
+FAULTS_AFTER_A_LARGE_FREE = """
+import resource
+import numpy as np
+from keras_transformer.allocator import reuse_freed_memory
+assert reuse_freed_memory()
+blocks = [np.ones(1200 << 20, dtype=np.uint8), np.ones(1000 << 20, dtype=np.uint8)]
+del blocks
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = np.ones(1200 << 20, dtype=np.uint8)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@runs_once
+@pytest.mark.skipif(allocator._glibc() is None, reason="malloc is not glibc's here")
+def test_blocks_of_any_size_stay_after_a_large_free():
+    # Mapped afresh or trimmed, the block faults in again: 307,200 pages of
+    # 4 KiB, or 600 and more where numpy's blocks take 2 MiB pages.
+    (faults,) = faults_counted(FAULTS_AFTER_A_LARGE_FREE)
+    assert faults < 50, faults
 
 
 @runs_once
