@@ -69,6 +69,14 @@ def test_metrics_ignore_padding(labels_and_logits):
     np.testing.assert_allclose(to_numpy(perplexity.result()), np.exp(to_numpy(loss)), rtol=1e-5)
 
 
+def test_accuracy_counts_a_label_tied_for_the_largest_logit_as_right():
+    # Labels 2 and 1: row 0's label ties the first maximum (argmax says 1), row 1's is below it.
+    logits = np.array([[[0.0, 3.0, 3.0, 1.0], [0.0, 2.0, 5.0, 1.0]]], "float32")
+    accuracy = kt.MaskedAccuracy()
+    accuracy.update_state(np.array([[2, 1]]), logits)
+    np.testing.assert_allclose(to_numpy(accuracy.result()), 0.5)
+
+
 def test_schedule_peaks_at_warmup_with_the_closed_form():
     schedule = kt.TransformerSchedule(hidden_dim=512, warmup_steps=4000)
     rates = np.array([float(to_numpy(schedule(step))) for step in range(0, 12000, 50)])
