@@ -122,17 +122,16 @@ def _smoothed_cross_entropy(logits, labels, label_smoothing):
     @ops.custom_gradient
     def cross_entropy(logits):
         # z - max(z): the max cancels out of the loss, and exp cannot overflow.
-        shifted = logits - ops.max(logits, axis=-1, keepdims=True)
+        shifted = shift_logits(logits)
         exp = ops.exp(shifted)
-        total = ops.sum(exp, axis=-1, keepdims=True)
-        label_logits = ops.take_along_axis(shifted, labels[..., None], axis=-1)
-        losses = ops.squeeze(ops.log(total) - (1.0 - label_smoothing) * label_logits, axis=-1)
+        total = ops.squeeze(ops.sum(exp, axis=-1, keepdims=True), axis=-1)
+        losses = ops.log(total) - (1.0 - label_smoothing) * label_values(shifted, labels)
         if label_smoothing:
             losses = losses - label_smoothing * ops.mean(shifted, axis=-1)
 
         def gradient(upstream):  # as TensorFlow and JAX call it (this path is not PyTorch's)
+            grad = exp * (upstream / total)[..., None]
             upstream = upstream[..., None]
-            grad = exp * (upstream / total)
             if label_smoothing:
                 grad = grad - upstream * (label_smoothing / vocab_size)
             one_hot = ops.one_hot(labels, vocab_size, dtype=grad.dtype)
@@ -141,3 +140,17 @@ def _smoothed_cross_entropy(logits, labels, label_smoothing):
         return losses, gradient
 
     return cross_entropy(logits)
+
+
+def shift_logits(logits):
+    """`logits - max(logits)` over the vocabulary: the loss's first step.
+
+    `MaskedAccuracy` and `Perplexity` take it with the same ops, so that
+    TensorFlow's graph optimizer and XLA compute it once for all three.
+    """
+    return logits - ops.max(logits, axis=-1, keepdims=True)
+
+
+def label_values(values, labels):
+    """`(B, T, V)` values, `(B, T)` labels -> `(B, T)`: each label's value."""
+    return ops.squeeze(ops.take_along_axis(values, labels[..., None], axis=-1), axis=-1)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_transformer.losses import token_cross_entropy
+from keras_transformer.losses import label_values, shift_logits, token_cross_entropy
 from keras_transformer.tokenization import PAD_ID
 
 
@@ -49,13 +49,14 @@ class MaskedAccuracy(_MaskedMean):
 
     A token counts as right when its label's logit is the largest, which is
     the argmax test except on an exact tie for the largest logit (counted as
-    right here; `argmax` picks the first). The largest logit is taken as the
-    loss takes it (`keepdims=True`), so TensorFlow's graph optimizer and XLA
-    compute it once for the loss and both metrics. Keras's `ops.argmax` on
-    TensorFlow and on JAX's CPU makes four more passes over the `(B, T, V)`
-    logits to order -0.0 below +0.0. Together, a TensorFlow step at `small`
-    without XLA takes 60 to 70 fewer thread-ms, of 860 in float32 and 580 in
-    bfloat16.
+    right here; `argmax` picks the first). On TensorFlow and JAX it reads
+    the label's value in the loss's `shift_logits` with the loss's own ops,
+    which TensorFlow's graph optimizer and XLA compute once for the loss and
+    both metrics. Keras's `ops.argmax` there makes four more passes over the
+    `(B, T, V)` logits to order -0.0 below +0.0, and a gather straight from
+    the float32 logits made TensorFlow's graph optimizer cast them from
+    bfloat16 twice. Together, a TensorFlow step at `small` without XLA takes
+    60 to 70 fewer thread-ms, of 860 in float32 and 580 in bfloat16.
     """
 
     def __init__(self, ignore_id=PAD_ID, name="accuracy", **kwargs):
@@ -63,8 +64,10 @@ class MaskedAccuracy(_MaskedMean):
 
     def _per_token(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
-        label_logits = ops.take_along_axis(y_pred, y_true[..., None], axis=-1)
-        correct = ops.squeeze(label_logits >= ops.max(y_pred, axis=-1, keepdims=True), axis=-1)
+        if keras.backend.backend() == "torch":  # eager: a pass over the logits saved
+            correct = label_values(y_pred, y_true) >= ops.max(y_pred, axis=-1)
+        else:  # the loss's own ops (below the largest logit by 0 or more)
+            correct = label_values(shift_logits(y_pred), y_true) >= 0.0
         mask = ops.cast(ops.not_equal(y_true, self.ignore_id), "float32")
         return ops.cast(correct, "float32"), mask
 
