@@ -124,7 +124,7 @@ def _smoothed_cross_entropy(logits, labels, label_smoothing):
         # z - max(z): the max cancels out of the loss, and exp cannot overflow.
         shifted = shift_logits(logits)
         exp = ops.exp(shifted)
-        total = ops.squeeze(ops.sum(exp, axis=-1, keepdims=True), axis=-1)
+        total = ops.sum(exp, axis=-1)
         losses = ops.log(total) - (1.0 - label_smoothing) * label_values(shifted, labels)
         if label_smoothing:
             losses = losses - label_smoothing * ops.mean(shifted, axis=-1)
