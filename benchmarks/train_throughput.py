@@ -157,11 +157,11 @@ def keras_worker(peer, args):
     class Clock(keras.callbacks.Callback):
         """The end of the last warm-up step and of the last step.
 
-        One `fit` call runs both, so the timed steps reuse the warm-up's traced
-        function. Timed from a second `fit` call, as before, a TensorFlow step
-        without XLA paid its new function's first call (about 1.5 s at `base`),
-        the faster configuration most. A custom `on_train_batch_end` makes
-        Keras read each step's logs, so the step has finished when it runs.
+        One `fit` call runs both, so no second call's setup is timed. Warm up
+        with at least 2 steps: at `base` the second step is still up to 1.8 s
+        slow on TensorFlow without XLA and on PyTorch. A custom
+        `on_train_batch_end` makes Keras read each step's logs, so the step
+        has finished when it runs.
         """
 
         def on_train_batch_end(self, batch, logs=None):
