@@ -158,7 +158,7 @@ def keras_worker(peer, args):
         """The end of the last warm-up step and of the last step.
 
         One `fit` call runs both, so no second call's setup is timed. Warm up
-        with at least 2 steps: at `base` the second step is still up to 1.8 s
+        with at least 2 steps: at `base` the second step is still up to 1.6 s
         slow on TensorFlow without XLA and on PyTorch. A custom
         `on_train_batch_end` makes Keras read each step's logs, so the step
         has finished when it runs.
