@@ -153,6 +153,7 @@ def keras_worker(peer, args):
 
     model = build_ours(args) if peer == "ours" else build_keras_hub(args)
     source, decoder_inputs, labels = synthetic_batches(args, args.warmup + args.steps)
+    ends = []
 
     class Clock(keras.callbacks.Callback):
         """The end of the last warm-up step and of the last step.
@@ -166,17 +167,15 @@ def keras_worker(peer, args):
 
         def on_train_batch_end(self, batch, logs=None):
             if batch in (args.warmup - 1, args.warmup + args.steps - 1):
-                self.ends.append(time.perf_counter())
+                ends.append(time.perf_counter())
 
-    clock = Clock()
-    clock.ends = []
     began = time.perf_counter()
     model.fit(
         {"encoder_token_ids": source, "decoder_token_ids": decoder_inputs}, labels,
-        batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[clock],
+        batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()],
     )  # fmt: skip
-    compile_seconds = clock.ends[0] - began
-    seconds = clock.ends[1] - clock.ends[0]
+    compile_seconds = ends[0] - began
+    seconds = ends[1] - ends[0]
     return {
         "backend": keras.backend.backend(),
         "precision": model.dtype_policy.name,
